@@ -1,0 +1,1 @@
+"""notecoder service: HTTP API, coder UI, command line."""

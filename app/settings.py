@@ -1,0 +1,37 @@
+"""Deployment settings: the only place that reads the environment (prefix NOTECODER_)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NOTECODER_", env_file=None, extra="ignore")
+
+    data_dir: Path = Field(default=Path("var"), description="Folder for the SQLite file, caches and note store")
+    database_url: str = Field(default="", description="SQLAlchemy URL; empty means SQLite under data_dir")
+    max_note_chars: int = Field(default=200_000, ge=1)
+    max_suggestions: int = Field(default=20, ge=1, le=200)
+    suggestion_threshold: float = Field(default=0.2, ge=0.0, le=1.0)
+    encryption_key: str = Field(default="", description="Fernet key; when set, stored note text is encrypted")
+    note_retention_days: int = Field(default=90, ge=0)
+    log_level: str = Field(default="INFO")
+    use_encoder: bool = Field(default=True, description="Link unmatched problem phrases with the encoder")
+
+    @field_validator("log_level")
+    @classmethod
+    def _upper(cls, v: str) -> str:
+        return v.upper()
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'notecoder.db').as_posix()}"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"

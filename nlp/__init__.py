@@ -1,0 +1,1 @@
+"""Clinical NLP pipeline: sections, mentions, assertions, candidate codes, guideline rules, evidence."""
