@@ -20,7 +20,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.settings import Settings
 from codebooks.errors import CodebookError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="notecoder: clinical notes to ICD-10-CM and CPT codes.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="notecoder: clinical notes to ICD-10-CM and CPT codes."
+)
 codebook_app = typer.Typer(no_args_is_help=True, help="Code-set database management.")
 app.add_typer(codebook_app, name="codebook")
 
@@ -189,7 +191,9 @@ def import_cpt(
 
 
 @codebook_app.command("import-hcpcs")
-def import_hcpcs_cmd(file: Path, version: Annotated[str | None, typer.Option()] = None, force: ForceOpt = False) -> None:
+def import_hcpcs_cmd(
+    file: Path, version: Annotated[str | None, typer.Option()] = None, force: ForceOpt = False
+) -> None:
     """Import a CMS HCPCS Level II alpha-numeric file (fixed-width ANWEB)."""
     _import("hcpcs", file, version=version, force=force)
 

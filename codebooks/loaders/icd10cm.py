@@ -18,7 +18,9 @@ DEFAULT_EFFECTIVE_FROM = dt.date(2026, 4, 1)
 DEFAULT_EFFECTIVE_TO = dt.date(2026, 9, 30)
 
 # Tabular notes whose getter returns one newline-separated string rather than a list.
-_TEXT_NOTES = {"code_first": "get_code_first", "use_additional": "get_use_additional_code", "code_also": "get_code_also"}
+_TEXT_NOTES = {
+    "code_first": "get_code_first", "use_additional": "get_use_additional_code", "code_also": "get_code_also"
+}
 _LIST_NOTES = {"excludes1": "get_excludes1", "excludes2": "get_excludes2", "notes": "get_notes"}
 
 

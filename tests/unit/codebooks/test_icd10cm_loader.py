@@ -41,7 +41,9 @@ def test_package_leaf_count_reconciles_with_billable_count() -> None:
     listed = cm.get_all_codes(True)
     assert sum(1 for c in listed if cm.is_leaf(c)) == PACKAGE_LEAF_ITEMS
     unique = list(dict.fromkeys(listed))
-    empty_blocks = [c for c in unique if cm.is_leaf(c) and (cm.is_chapter(c) or (cm.is_block(c) and not cm.is_category(c)))]
+    empty_blocks = [
+        c for c in unique if cm.is_leaf(c) and (cm.is_chapter(c) or (cm.is_block(c) and not cm.is_category(c)))
+    ]
     seen: set[str] = set()
     duplicated_leaves = [c for c in listed if cm.is_leaf(c) and (c in seen or seen.add(c))]
     assert len(empty_blocks) == 12
