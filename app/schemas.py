@@ -51,6 +51,11 @@ class SuggestRequest(BaseModel):
     max_suggestions: int = Field(default=20, ge=1, le=200)
     note_id: str | None = Field(default=None, max_length=200)
 
+    @field_validator("date_of_service")
+    @classmethod
+    def _plausible_date(cls, v: dt.date | None) -> dt.date | None:
+        return check_date_of_service(v)
+
     def to_coding_request(self) -> CodingRequest:
         return CodingRequest(
             text=self.text,
@@ -137,7 +142,158 @@ class ErrorBody(BaseModel):
     code: str
     message: str
     request_id: str | None = None
+    details: list[dict[str, object]] | None = Field(default=None, description="Per-field problems (validation)")
 
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
+
+
+# ---- review, validation, code look-up (HTTP service) ------------------------------------------
+ReviewSystem = Literal["icd10cm", "cpt", "hcpcs"]
+CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9.\-]{0,15}$"
+# ICD-10-CM took effect on 2015-10-01: earlier dates of service are coded in ICD-9-CM, which we do not serve.
+EARLIEST_DATE_OF_SERVICE = dt.date(2015, 10, 1)
+
+
+def check_date_of_service(value: dt.date | None) -> dt.date | None:
+    if value is None:
+        return value
+    if value < EARLIEST_DATE_OF_SERVICE:
+        raise ValueError("dates of service before 2015-10-01 are coded in ICD-9-CM, which is not supported")
+    if value > dt.date.today() + dt.timedelta(days=366):
+        raise ValueError("the date of service is more than a year in the future")
+    return value
+
+
+
+class ReviewDecision(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    system: ReviewSystem
+    code: str = Field(pattern=CODE_PATTERN, description="With or without the ICD-10-CM dot")
+    action: Literal["accept", "reject", "add"]
+    reason: str | None = Field(default=None, max_length=500, description="Why (shown to auditors; no PHI)")
+
+
+class ReviewRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{
+            "decisions": [
+                {"system": "icd10cm", "code": "E11.40", "action": "accept"},
+                {"system": "icd10cm", "code": "I10", "action": "reject", "reason": "not documented this visit"},
+                {"system": "icd10cm", "code": "Z79.84", "action": "add"},
+            ],
+            "final": True,
+            "expected_revision": 0,
+        }]},
+    )
+
+    decisions: list[ReviewDecision] = Field(default_factory=list, max_length=500)
+    final: bool = Field(default=False, description="Close the encounter; later changes answer 409")
+    expected_revision: int | None = Field(
+        default=None, ge=0, description="The revision the reviewer saw; another one in between answers 409"
+    )
+
+
+class ReviewedCode(BaseModel):
+    system: str
+    code: str
+    status: Literal["pending", "accepted", "rejected", "added"]
+    suggested: bool
+
+
+class ReviewResponse(BaseModel):
+    request_id: str
+    revision: int
+    status: Literal["open", "final"]
+    is_replay: bool = Field(default=False, description="True when this repeated the last review and changed nothing")
+    codes: list[ReviewedCode]
+    warnings: list[str] = Field(default_factory=list)
+
+
+class ValidateCode(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    system: ReviewSystem
+    code: str = Field(pattern=CODE_PATTERN)
+
+
+class ValidateRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{
+            "codes": [{"system": "icd10cm", "code": "E11.9"}, {"system": "icd10cm", "code": "E10.9"},
+                      {"system": "cpt", "code": "99213"}],
+            "date_of_service": "2026-05-01",
+            "setting": "outpatient",
+            "patient": {"age": 67, "sex": "female"},
+        }]},
+    )
+
+    codes: list[ValidateCode] = Field(min_length=1, max_length=200)
+    date_of_service: dt.date | None = None
+    setting: SettingName = "outpatient"
+    patient: PatientIn = Field(default_factory=PatientIn)
+
+    @field_validator("date_of_service")
+    @classmethod
+    def _plausible_date(cls, v: dt.date | None) -> dt.date | None:
+        return check_date_of_service(v)
+
+
+class ValidationIssue(BaseModel):
+    kind: str = Field(description="not_found, not_billable, excludes1, duplicate, age, sex, principal, "
+                                  "manifestation, no_version_in_force, noncovered")
+    severity: Literal["error", "warning"]
+    message: str
+    related: list[str] = Field(default_factory=list)
+
+
+class ValidatedCode(BaseModel):
+    system: str
+    code: str
+    description: str | None
+    is_billable: bool | None
+    version: str | None
+    issues: list[ValidationIssue]
+
+
+class ValidateResponse(BaseModel):
+    request_id: str
+    is_valid: bool = Field(description="No issue of severity error")
+    codes: list[ValidatedCode]
+    codeset_versions: dict[str, str]
+
+
+class CodeDetailOut(BaseModel):
+    system: str
+    code: str
+    short_description: str
+    description: str
+    is_billable: bool
+    kind: str
+    parent: str | None
+    chapter: str | None
+    block: str | None
+    version: str
+    terms: list[dict[str, str]]
+    instructions: dict[str, list[str]]
+    children: list[str]
+
+
+class SearchHitOut(BaseModel):
+    system: str
+    code: str
+    description: str
+    is_billable: bool
+    score: float
+    matched: str
+
+
+class SearchResponse(BaseModel):
+    system: str
+    version: str
+    query: str
+    hits: list[SearchHitOut]

@@ -20,6 +20,7 @@ class Settings(BaseSettings):
     note_retention_days: int = Field(default=90, ge=0)
     log_level: str = Field(default="INFO")
     use_encoder: bool = Field(default=True, description="Link unmatched problem phrases with the encoder")
+    metrics_public: bool = Field(default=False, description="Serve /metrics without an admin API key")
 
     @field_validator("log_level")
     @classmethod
