@@ -102,6 +102,7 @@ class Suggestion:
     evidence: tuple[Evidence, ...]
     flags: tuple[Flag, ...] = ()
     rank: int = 0
+    units: int = 1  # CPT units of service (laceration add-ons, lesions, vaccine components); 1 for ICD
 
 
 @dataclass(frozen=True)
