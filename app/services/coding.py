@@ -33,6 +33,8 @@ def check_note(text: str, max_chars: int) -> None:
     """The input rules every entry point (JSON, FHIR) shares."""
     if not text.strip():
         raise ApiError("empty_note", "the note text is empty; send the clinical note in `text`")
+    if "\x00" in text:
+        raise ApiError("invalid_encoding", "the note contains NUL characters (binary data); send plain text")
     if len(text) > max_chars:
         raise ApiError(
             "note_too_large",

@@ -47,9 +47,11 @@ class KeywordPipeline:
             for _, system, code in PHRASES
         }
         self.calls = 0
+        self.last_request: CodingRequest | None = None
 
     def code(self, request: CodingRequest) -> CodingResult:
         self.calls += 1
+        self.last_request = request
         if BOOM in request.text:
             raise RuntimeError(f"pipeline failed on {request.text[:40]}")
         lowered = request.text.lower()
