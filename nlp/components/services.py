@@ -72,6 +72,7 @@ ECG_RESULT = re.compile(
     r"sinus|rhythm|axis|\bst[- ]|qrs|qtc|\bpr\b|bradycardia|tachycardia|fibrillation|flutter|\bblock\b|"
     r"no (?:acute )?(?:ischemic )?changes|q waves|lvh|normal ecg|normal ekg|paced"
 )
+PHRASE_BREAK = re.compile(r",|;|\s(?:and|plus|as well as)\s")
 FRACTURE = re.compile(r"fracture|\bfx\b")
 
 
@@ -943,7 +944,8 @@ class ServiceDetector:
                 continue
             if jt["not_joint"].search(low) and not re.search(r"joint|bursa|carpal tunnel|tendon|trigger point", low):
                 continue
-            if not jt["is_joint_work"].search(low + " " + scope_low):
+            near = low[max(0, start - sent.start - 40) : end - sent.start + 40]
+            if not (jt["is_joint_work"].search(low + " " + scope_low) or site["re"].search(near)):
                 continue
             state, assessment = note.decide(start, end, "default")
             code = site["code"]
@@ -1383,7 +1385,7 @@ class ServiceDetector:
                     r"needle|gauge|\bg\b|suture", low[m.end() : m.end() + 12]
                 ):
                     continue
-                region = _nearest_region(lac["region_re"], low, m.start(), m.end()) or block_region
+                region = self._wound_region(low, m.start(), m.end()) or block_region
                 rtype = _nearest_type(lac["type_res"], low, m.start()) or block_type
                 item = {
                     "length": round(value, 1),
@@ -1419,6 +1421,29 @@ class ServiceDetector:
         for w in wounds:
             w["spans"].insert(0, repair_span)
         return wounds
+
+    def _wound_region(self, low: str, start: int, end: int) -> str | None:
+        """Region of the wound whose length is at [start, end): the site named in the same phrase
+        ("a 3 cm laceration of the knee"), else in a neighbouring phrase without its own length
+        ("laceration of the upper lip, 15 mm")."""
+        cuts = [0, *sorted({m.end() for m in PHRASE_BREAK.finditer(low)}), len(low)]
+        phrases = [(a, b) for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
+        index = next((i for i, (a, b) in enumerate(phrases) if a <= start < b), None)
+        if index is None:
+            return None
+        a, b = phrases[index]
+        found = _nearest_region(self.lac["region_re"], low[a:b], start - a, end - a)
+        if found:
+            return found
+        order = [*range(index - 1, -1, -1), *range(index + 1, len(phrases))]
+        for i in order:
+            a, b = phrases[i]
+            if LENGTH.search(low[a:b]):
+                continue
+            found = _region(self.lac["region_re"], low[a:b])
+            if found:
+                return found
+        return None
 
     def _lengths_elsewhere(self, note: _Note, region: str | None) -> list[dict[str, Any]]:
         """Length of the repaired wound written outside the repair paragraph (exam), same region."""
