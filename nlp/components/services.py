@@ -72,7 +72,24 @@ ECG_RESULT = re.compile(
     r"sinus|rhythm|axis|\bst[- ]|qrs|qtc|\bpr\b|bradycardia|tachycardia|fibrillation|flutter|\bblock\b|"
     r"no (?:acute )?(?:ischemic )?changes|q waves|lvh|normal ecg|normal ekg|paced"
 )
+DATE_TOKEN = re.compile(r"(?P<iso>(?:19|20)\d\d-\d\d-\d\d)|(?P<m>\d{1,2})/(?P<d>\d{1,2})/(?P<y>(?:19|20)?\d\d)")
 PHRASE_BREAK = re.compile(r",|;|\s(?:and|plus|as well as)\s")
+ECG_MONITORING = re.compile(r"monitor|telemetry|rhythm strip|continuous|leads? (?:placed|applied)|cardiac monitoring")
+ECG_DONE = re.compile(
+    r"done|performed|obtained|today|in (?:the )?(?:office|clinic)|in-office|here|by me|my (?:interpretation|read)|"
+    r"12[- ]lead|tracing|was (?:taken|recorded)|independently interpreted"
+)
+IMAGING_HERE = re.compile(
+    r"today|in (?:the )?(?:office|clinic)|in-office|here|by me|my (?:interpretation|read)|i (?:personally )?"
+    r"(?:interpreted|read)"
+)
+OPERATIVE_NOTE = re.compile(
+    r"pre-?operative diagnos[ie]s|post-?operative diagnos[ie]s|operative (?:report|note)|operating room"
+)
+OPERATIVE_PROCEDURE = re.compile(
+    r"(?:procedures? performed|name of (?:the )?(?:procedure|operation)|operations? performed|procedures?|operations?)"
+    r"\s*:"
+)
 FRACTURE = re.compile(r"fracture|\bfx\b")
 
 
@@ -181,13 +198,16 @@ class _Cues:
 class _Note:
     """One note split into lines, headings and sentences, with cue matches per sentence."""
 
-    def __init__(self, text: str, cues: _Cues) -> None:
+    def __init__(self, text: str, cues: _Cues, date_of_service: dt.date | None = None) -> None:
         self.text = text
         self.low = text.lower()
         self.cues = cues
         self.sentences: list[_Sentence] = []
         self.line_spans: list[tuple[int, int]] = []
         self.heading_of_line: dict[int, str] = {}
+        self._paragraphs: dict[int, list[_Sentence]] = {}
+        self._paragraph_text: dict[int, str] = {}
+        self.date_of_service = date_of_service
         self._split()
         self.starts = [s.start for s in self.sentences]
         first_lines = " ".join(self.low[a:b] for a, b in self.line_spans[:4])
@@ -241,6 +261,8 @@ class _Note:
                     continue
                 if any(a <= m.start() < b for a, b in pseudo):
                     continue
+                if state == HISTORICAL and self._is_date_of_service(m.group(0)):
+                    continue
                 found.append((start + m.start(), start + m.end(), state, direction))
         # Longest cue wins where cues overlap ("will be performed" is not "performed").
         found.sort(key=lambda c: (-(c[1] - c[0]), c[0]))
@@ -250,6 +272,22 @@ class _Note:
                 kept.append(cue)
         sent.cues = sorted(kept)
         self.sentences.append(sent)
+
+    def _is_date_of_service(self, token: str) -> bool:
+        if self.date_of_service is None:
+            return False
+        for m in DATE_TOKEN.finditer(token):
+            try:
+                if m.group("iso"):
+                    day = dt.date.fromisoformat(m.group("iso"))
+                else:
+                    year = int(m.group("y"))
+                    day = dt.date(year + 2000 if year < 100 else year, int(m.group("m")), int(m.group("d")))
+            except ValueError:
+                continue
+            if day == self.date_of_service:
+                return True
+        return False
 
     # ---- lookups ----------------------------------------------------------------------------
     def sentence_at(self, offset: int) -> _Sentence | None:
@@ -267,9 +305,18 @@ class _Note:
     def sentence_low(self, sent: _Sentence) -> str:
         return self.low[sent.start : sent.end]
 
+    def paragraph_sentences(self, para: int) -> list[_Sentence]:
+        if not self._paragraphs:
+            for s in self.sentences:
+                self._paragraphs.setdefault(s.para, []).append(s)
+        return self._paragraphs.get(para, [])
+
     def paragraph_low(self, sent: _Sentence) -> str:
-        parts = [self.sentence_low(s) for s in self.sentences if s.para == sent.para]
-        return " ".join(parts)
+        cached = self._paragraph_text.get(sent.para)
+        if cached is None:
+            cached = " ".join(self.sentence_low(s) for s in self.paragraph_sentences(sent.para))
+            self._paragraph_text[sent.para] = cached
+        return cached
 
     def item_low(self, sent: _Sentence) -> str:
         """The numbered/bulleted item (or the line) that holds `sent`."""
@@ -296,11 +343,17 @@ class _Note:
         sent = self.sentence_at(start)
         if sent is None:
             return _Assessment(NONE)
-        for breaker in (CHUNK_BREAK, CLAUSE_BREAK):
-            lo, hi = self.clause_bounds(sent, start, end, breaker)
-            best = self._best_cue(sent, start, end, lo, hi)
-            if best is not None:
-                return best
+        lo, hi = self.clause_bounds(sent, start, end, CHUNK_BREAK)
+        chunk = self._best_cue(sent, start, end, lo, hi)
+        if chunk is not None and chunk.state not in (WEAK, WEAK_EXTERNAL):
+            return chunk
+        # A list ("will receive MMR, DTaP and IPV today") shares the cue of its clause.
+        lo, hi = self.clause_bounds(sent, start, end, CLAUSE_BREAK)
+        clause = self._best_cue(sent, start, end, lo, hi)
+        if clause is not None and (chunk is None or clause.state < chunk.state):
+            return clause
+        if chunk is not None:
+            return chunk
         if self.cues.sentence_hypothetical.search(self.low[sent.start : sent.end]):
             return _Assessment(HYPOTHETICAL)
         return _Assessment(NONE)
@@ -315,10 +368,10 @@ class _Note:
                 applies = True
             elif b <= start:
                 applies = direction in ("pre", "both")
-                if applies and state == NEGATED and direction == "pre":
+                if applies and state == NEGATED:
                     gap = self.low[b:start].split()
                     limit = 2 if self.cues.short_negations.match(self.low[a:b]) else self.cues.negated_pre_max_words
-                    applies = len(gap) <= limit
+                    applies = len(gap) <= (limit if direction == "pre" else 6)
             else:
                 applies = direction in ("post", "both")
                 if applies and state == NEGATED and direction == "both":
@@ -430,13 +483,18 @@ class ServiceDetector:
                     "re": _word_re(rule["patterns"]),
                     "unless": re.compile(rule["unless_sentence"]) if rule.get("unless_sentence") else None,
                     "upgrade_re": re.compile(rule["upgrade"]["pattern"]) if rule.get("upgrade") else None,
+                    "alternate_re": re.compile(rule["alternate"]["pattern"]) if rule.get("alternate") else None,
+                    "requires_re": re.compile(rule["requires_sentence"]) if rule.get("requires_sentence") else None,
                 }
             )
+        # One pass over the note finds the sentences worth the per-rule patterns.
+        self.simple_any = _word_re([p for rule in simple for p in rule["patterns"]])
         ua = r"urinalysis|\bua\b|urine dip(?:stick)?(?: test| analysis| urinalysis)?|dipstick (?:urinalysis|urine|ua)|"
         ua += r"urine (?:test )?strips?|dip(?:stick)? ua|poc ua|urine reagent strip"
         self.ua_re = re.compile(WORD.format(ua))
 
     def _compile_vaccines(self, rows: list[dict[str, str]]) -> None:
+        self.vaccine_any = _word_re([p for row in rows for p in (row["names"], row["context_names"]) if p])
         self.vaccines = []
         for row in rows:
             self.vaccines.append(
@@ -519,6 +577,7 @@ class ServiceDetector:
             "repair_re": _word_re(lac["repair_cue"]),
             "no_repair_re": re.compile(lac["no_repair"]),
             "not_skin_re": _word_re(lac["not_skin"]),
+            "length_context_re": re.compile(lac["length_context"]),
             "type_res": [(t, _word_re(lac["types"][t])) for t in ("complex", "intermediate", "simple")],
             "region_re": [(r, _word_re(p)) for r, p in lac["regions"].items()],
         }
@@ -528,6 +587,7 @@ class ServiceDetector:
         svc = self.rules["services"]
         codes = {r["code"] for r in svc["simple"]}
         codes |= {r["upgrade"]["code"] for r in svc["simple"] if r.get("upgrade")}
+        codes |= {r["alternate"]["code"] for r in svc["simple"] if r.get("alternate")}
         codes |= {"81000", "81001", "81002", "81003"}
         codes |= {v["code"] for v in self.vaccines} | {v["adult_code"] for v in self.vaccines if v["adult_code"]}
         codes |= {"90460", "90461", "90471", "90472", "90473", "90474"}
@@ -568,8 +628,10 @@ class ServiceDetector:
         product codes (influenza vaccines); `age` (years) picks pediatric vaccine and
         administration codes and falls back to the age written in the note.
         """
-        note = _Note(text, self.cues)
+        note = _Note(text, self.cues, date_of_service)
         ctx = _Context(note, setting, date_of_service, age if age is not None else _age_from_text(note.low))
+        if OPERATIVE_NOTE.search(note.low) and "anesthesia" in note.low:
+            ctx.operative_spans = [(m.end(), m.end() + 300) for m in OPERATIVE_PROCEDURE.finditer(note.low)]
         findings: list[_Finding] = []
         findings += self._simple_services(ctx)
         findings += self._urinalysis(ctx)
@@ -605,6 +667,10 @@ class ServiceDetector:
 
     def _allowed(self, ctx: _Context, kind: str, start: int) -> bool:
         """Professional-claim rule: which kinds of service count in this setting."""
+        if kind == "procedure" and ctx.operative_spans is not None:
+            # In an operative report only the procedures named as performed are services; injections,
+            # closures and splints inside the operation belong to it.
+            return any(a <= start < b for a, b in ctx.operative_spans)
         if ctx.setting == "outpatient":
             return True
         if kind in ("staff", "diagnostic"):
@@ -646,9 +712,11 @@ class ServiceDetector:
     def _simple_services(self, ctx: _Context) -> list[_Finding]:
         note = ctx.note
         matches: list[tuple[int, int, dict[str, Any]]] = []
-        for rule in self.simple:
-            for m in rule["re"].finditer(note.low):
-                matches.append((m.start(), m.end(), rule))
+        for lo, hi in _candidate_windows(note, self.simple_any):
+            window = note.low[lo:hi]
+            for rule in self.simple:
+                for m in rule["re"].finditer(window):
+                    matches.append((lo + m.start(), lo + m.end(), rule))
         matches = _longest_first(matches)
         by_code: dict[str, _Finding] = {}
         for start, end, rule in matches:
@@ -656,6 +724,8 @@ class ServiceDetector:
             if sent is None:
                 continue
             if rule["unless"] is not None and rule["unless"].search(note.sentence_low(sent)):
+                continue
+            if rule["requires_re"] is not None and not rule["requires_re"].search(note.sentence_low(sent)):
                 continue
             needs = "in_house" if rule["needs"] == "in_house" else rule["needs"]
             state, found = note.decide(start, end, "performed" if needs == "in_house" else needs)
@@ -670,6 +740,8 @@ class ServiceDetector:
             code = rule["code"]
             if rule["upgrade_re"] is not None and rule["upgrade_re"].search(note.paragraph_low(sent)):
                 code = rule["upgrade"]["code"]
+            if rule["alternate_re"] is not None and rule["alternate_re"].search(note.sentence_low(sent)):
+                code = rule["alternate"]["code"]
             units, flags = self._units(rule.get("units"), note.sentence_low(sent))
             finding = by_code.get(code)
             if finding is None:
@@ -734,12 +806,13 @@ class ServiceDetector:
     def _vaccines(self, ctx: _Context) -> list[_Finding]:
         note = ctx.note
         matches: list[tuple[int, int, dict[str, Any]]] = []
+        windows = _candidate_windows(note, self.vaccine_any)
         for row in self.vaccines:
             for key in ("names_re", "context_re"):
                 pattern = row[key]
                 if pattern is None:
                     continue
-                for m in pattern.finditer(note.low):
+                for m in _finditer_in(pattern, note.low, windows):
                     if key == "context_re":
                         sent = note.sentence_at(m.start())
                         if sent is None:
@@ -853,8 +926,10 @@ class ServiceDetector:
                 continue
             state, found = note.decide(start, end, "performed")
             low = note.sentence_low(sent)
-            if state == NONE and ECG_RESULT.search(note.low[end : sent.end]):
-                state = PERFORMED
+            if ECG_MONITORING.search(low):
+                continue
+            if state == PERFORMED and not ECG_DONE.search(low):
+                state = NONE
             self._record(ctx, start, end, state, [ecg["complete"]])
             if state != PERFORMED:
                 continue
@@ -896,7 +971,7 @@ class ServiceDetector:
             if state != PERFORMED:
                 continue
             # The practice bills the film only when it is taken here, not when outside films are read.
-            if not re.search(r"today|in (?:the )?(?:office|clinic)|in-office|here|obtained|taken|performed", low):
+            if not IMAGING_HERE.search(low):
                 continue
             vm = self.imaging["views"].search(low)
             flags: list[Flag] = []
@@ -1301,12 +1376,12 @@ class ServiceDetector:
             low = note.sentence_low(sent)
             if sent.para in seen_paras:
                 continue
-            para_sents = [s for s in note.sentences if s.para == sent.para]
-            para_low = " ".join(note.sentence_low(s) for s in para_sents)
             trig = lac["trigger_re"].search(low)
-            rep = lac["repair_re"].search(low)
+            rep = lac["repair_re"].search(low) if trig else None
             if not (trig and rep):
                 continue
+            para_sents = note.paragraph_sentences(sent.para)
+            para_low = note.paragraph_low(sent)
             if lac["not_skin_re"].search(low) or lac["no_repair_re"].search(low):
                 continue
             start, end = sent.start + rep.start(), sent.start + rep.end()
@@ -1375,6 +1450,9 @@ class ServiceDetector:
         for sent in para_sents:
             low = note.sentence_low(sent)
             if lac["not_skin_re"].search(low):
+                continue
+            # Lengths count only where the sentence speaks of the wound (not "a 4-0 suture", "10 mm trocar").
+            if sent is not repair_sent and not lac["length_context_re"].search(low):
                 continue
             for m in LENGTH.finditer(low):
                 a, b = m.group(1), m.group(2)
@@ -1542,6 +1620,27 @@ class _Context:
     date_of_service: dt.date | None
     age: int | None
     excluded: dict[tuple[int, int], tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+    operative_spans: list[tuple[int, int]] | None = None
+
+
+def _candidate_windows(note: _Note, prefilter: re.Pattern[str]) -> list[tuple[int, int]]:
+    """Sentences holding at least one prefilter match (merged, in order)."""
+    windows: list[tuple[int, int]] = []
+    for m in prefilter.finditer(note.low):
+        sent = note.sentence_at(m.start())
+        span = (sent.start, sent.end) if sent is not None else (m.start(), m.end())
+        if windows and span[0] <= windows[-1][1]:
+            windows[-1] = (windows[-1][0], max(windows[-1][1], span[1]))
+        else:
+            windows.append(span)
+    return windows
+
+
+def _finditer_in(pattern: re.Pattern[str], text: str, windows: Sequence[tuple[int, int]]) -> list[re.Match[str]]:
+    found: list[re.Match[str]] = []
+    for lo, hi in windows:
+        found.extend(pattern.finditer(text, lo, hi))
+    return found
 
 
 def _longest_first(matches: list[tuple[int, int, Any]]) -> list[tuple[int, int, Any]]:
