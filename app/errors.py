@@ -125,7 +125,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         details = _validation_details(exc)
         media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-        if media and media != "application/json" and not media.endswith("+json") and request.method != "GET":
+        whole_body = bool(details) and all(d["loc"] == ["body"] for d in details)
+        if media and media != "application/json" and not media.endswith("+json") and whole_body:
             # FastAPI does not parse a body that is not declared JSON and reports it as a type error.
             return error_response(request, "unsupported_media_type",
                                   f"send the body as application/json (got {media})", 415)

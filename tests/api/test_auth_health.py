@@ -142,3 +142,26 @@ def test_readyz_is_503_while_the_canned_note_fails(template_db: Path, tmp_path: 
 def test_metrics_may_be_public(template_db: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     for api in start_api(template_db, tmp_path_factory.mktemp("pub"), metrics_public=True):
         assert api.client.get("/metrics").status_code == 200
+
+
+def test_admin_imports_a_code_set_file(template_db: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    from tests.conftest import shared_file
+
+    mce = shared_file("refdata", "mce_fy2016_2020", "MCE_Simple_Code_Edits_v36.txt")
+    for api in start_api(template_db, tmp_path_factory.mktemp("import")):
+        url = "/v1/admin/codesets/mce"
+        with mce.open("rb") as fh:
+            files = {"file": (mce.name, fh, "text/plain")}
+            assert api.client.post(url, files=files, headers=api.headers("coder")).status_code == 403
+        with mce.open("rb") as fh:
+            r = api.client.post(url, files={"file": (mce.name, fh, "text/plain")}, headers=api.headers("admin"))
+        assert r.status_code == 200, r.text
+        assert r.json()["system"] == "mce" and r.json()["version"] == "v36" and r.json()["rows"] > 10_000
+        listed = api.client.get("/v1/codesets", headers=api.headers("ehr")).json()
+        assert any(v["system"] == "mce" and v["version"] == "v36" for v in listed)
+        r = api.client.post(url, files={"file": ("junk.txt", b"not an MCE file\n", "text/plain")},
+                            headers=api.headers("admin"))
+        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"
+        r = api.client.post("/v1/admin/codesets/snomed", files={"file": ("x.txt", b"x", "text/plain")},
+                            headers=api.headers("admin"))
+        assert r.status_code == 422
