@@ -44,7 +44,7 @@ CATALOGUE: dict[str, ErrorKind] = {
         ErrorKind("method_not_allowed", 405, "The route does not accept this method."),
         ErrorKind("unknown_code_system", 404, "The code system is not one of icd10cm, cpt, hcpcs."),
         ErrorKind("code_not_found", 404, "The code is not in the code-set version in force."),
-        ErrorKind("codeset_not_loaded", 503, "No version of the code system is loaded."),
+        ErrorKind("codeset_not_loaded", 404, "No version of the code system is loaded; an admin can import one."),
         ErrorKind("suggestion_not_found", 404, "No suggest request with this request_id."),
         ErrorKind("conflicting_decisions", 422, "A review names the same code with two different actions."),
         ErrorKind("code_not_suggested", 422, "Accept/reject names a code that was not suggested; use `add`."),
@@ -111,7 +111,7 @@ _STATUS_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "
                  413: "body_too_large", 415: "unsupported_media_type", 400: "invalid_json"}
 
 # Statuses the catalogue uses for codebook and pipeline errors that carry a `.code`.
-_CODEBOOK_STATUS = {"unknown_code_system": 404, "code_not_found": 404, "codeset_not_loaded": 503}
+_CODEBOOK_STATUS = {"unknown_code_system": 404, "code_not_found": 404, "codeset_not_loaded": 404}
 
 
 def install_error_handlers(app: FastAPI) -> None:

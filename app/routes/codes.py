@@ -26,7 +26,7 @@ def check_system(system: str) -> None:
 
 
 @router.get("/{system}/{code}", response_model=CodeDetailOut, summary="One code with its hierarchy and notes",
-            responses=error_responses(401, 403, 404, 422, 503))
+            responses=error_responses(401, 403, 404, 422))
 def lookup(
     system: SystemPath,
     code: Annotated[str, Path(min_length=1, max_length=16, pattern=r"^[A-Za-z0-9.\-]+$", examples=["E11.9"])],
@@ -48,7 +48,7 @@ def lookup(
 
 
 @router.get("/{system}", response_model=SearchResponse, summary="Search codes by words or code prefix",
-            responses=error_responses(401, 403, 404, 422, 503))
+            responses=error_responses(401, 403, 404, 422))
 def search(
     system: SystemPath,
     services: ServicesDep,

@@ -122,7 +122,7 @@ def test_lookup_one_code(api: Api) -> None:
     ("/v1/codes/icd10cm?q=", 422, "invalid_request"),
     ("/v1/codes/icd10cm?q=asthma&limit=0", 422, "invalid_request"),
     ("/v1/codes/icd10cm?q=asthma&limit=abc", 422, "invalid_request"),
-    ("/v1/codes/hcpcs?q=wheelchair", 503, "codeset_not_loaded"),
+    ("/v1/codes/hcpcs?q=wheelchair", 404, "codeset_not_loaded"),
 ])
 def test_lookup_errors(api: Api, path: str, status: int, code: str) -> None:
     r = api.client.get(path, headers=api.headers("ehr"))
