@@ -2,8 +2,225 @@
 
 from __future__ import annotations
 
+import json
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from pydantic import ValidationError
+from rich.table import Table
+
+from app.schemas import SuggestRequest, SuggestResponse
+
+SettingOpt = Annotated[str | None, typer.Option(help="outpatient (default), inpatient or emergency")]
+
+
+def _runtime(use_encoder: bool | None = None):  # type: ignore[no-untyped-def]
+    from app.cli import fail, progress_bars
+    from app.runtime import build_runtime
+    from app.settings import Settings
+    from codebooks.errors import CodebookError
+
+    try:
+        with progress_bars() as factory:
+            return build_runtime(Settings(), progress=factory, use_encoder=use_encoder)  # type: ignore[arg-type]
+    except CodebookError as exc:
+        raise fail(exc.message, 1) from exc
+
+
+def _error(code: str, message: str) -> dict[str, str]:
+    return {"code": code, "message": message}
+
+
+def code_line(pipeline: Any, obj: Any, default_setting: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Code one batch/gold object. Returns (output line, response dict or {}); never raises for bad input."""
+    from nlp.errors import NlpError
+
+    if not isinstance(obj, dict):
+        return {"id": None, "error": _error("invalid_line", "each line must be a JSON object")}, {}
+    note_id = obj.get("id")
+    fields = {k: obj[k] for k in ("text", "setting", "date_of_service", "patient", "code_systems", "max_suggestions")
+              if k in obj and obj[k] is not None}
+    if "setting" not in fields and default_setting:
+        fields["setting"] = default_setting
+    try:
+        request = SuggestRequest(**fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "line"
+        return {"id": note_id, "error": _error("invalid_request", f"{where}: {first.get('msg', 'invalid')}")}, {}
+    try:
+        result = pipeline.code(request.to_coding_request())
+    except NlpError as exc:
+        return {"id": note_id, "error": _error(exc.code, exc.message)}, {}
+    response = SuggestResponse.from_result(result, str(uuid.uuid4()), note_id=str(note_id) if note_id else None)
+    body = response.model_dump(mode="json")
+    return {"id": note_id, "suggestions": body["suggestions"]}, body
+
+
+def _read_lines(path: Path) -> Iterator[tuple[int, str]]:
+    with path.open(encoding="utf-8") as fh:
+        yield from enumerate(fh, start=1)
 
 
 def register(app: typer.Typer) -> None:
     """Add the coding commands to `app`."""
+
+    @app.command("suggest")
+    def suggest(
+        file: Annotated[str, typer.Argument(help="Note file (plain text), or - for stdin")],
+        setting: SettingOpt = None,
+        date: Annotated[str | None, typer.Option(help="Date of service, YYYY-MM-DD")] = None,
+        age: Annotated[int | None, typer.Option(min=0, max=130)] = None,
+        sex: Annotated[str | None, typer.Option(help="female, male, other, unknown (or F/M)")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the /v1/suggest response JSON")] = False,
+    ) -> None:
+        """Code one note: ranked ICD-10-CM (and CPT) suggestions with evidence."""
+        from app.cli import err, fail, out
+        from nlp.errors import NlpError
+
+        if file == "-":
+            text = sys.stdin.read()
+        else:
+            path = Path(file)
+            if not path.is_file():
+                raise fail(f"{file}: no such file")
+            text = path.read_text(encoding="utf-8", errors="replace")
+        fields: dict[str, Any] = {"text": text, "patient": {"age": age, "sex": sex}}
+        if setting:
+            fields["setting"] = setting
+        if date:
+            fields["date_of_service"] = date
+        try:
+            request = SuggestRequest(**fields)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise fail(f"{'.'.join(str(p) for p in first.get('loc', ()))}: {first.get('msg')}") from exc
+        runtime = _runtime()
+        try:
+            result = runtime.pipeline.code(request.to_coding_request())
+        except NlpError as exc:
+            raise fail(f"{exc.code}: {exc.message}", 1) from exc
+        finally:
+            runtime.close()
+        response = SuggestResponse.from_result(result, str(uuid.uuid4()))
+        if as_json:
+            print(response.model_dump_json())
+            return
+        table = Table("rank", "system", "code", "score", "description", "evidence")
+        for s in response.suggestions:
+            ev = "; ".join(f"{e.section or '-'}: {e.text}" for e in s.evidence[:2])
+            table.add_row(str(s.rank), s.system, s.code, f"{s.score:.2f}", s.description, ev)
+        out.print(table)
+        if response.excluded:
+            out.print(f"{len(response.excluded)} mention(s) left out: "
+                      + ", ".join(sorted({x.reason for x in response.excluded})), highlight=False)
+        for w in response.warnings:
+            err.print(f"[yellow]warning:[/yellow] {w}")
+
+    @app.command("batch")
+    def batch(
+        infile: Annotated[Path, typer.Argument(help="JSONL: one {id, text, setting?, ...} per line")],
+        out_path: Annotated[Path, typer.Option("--out", help="Output JSONL, one line per input line")],
+        setting: SettingOpt = None,
+        workers: Annotated[int, typer.Option(min=1, help="Parallel workers (1 for now)")] = 1,
+    ) -> None:
+        """Code a JSONL file of notes; a bad line gives an error line and never stops the job."""
+        from app.cli import err, fail, progress_bars
+
+        if not infile.is_file():
+            raise fail(f"{infile}: no such file")
+        if workers != 1:
+            err.print("[yellow]note:[/yellow] --workers > 1 is not available yet; running with 1 worker")
+        total = sum(1 for _ in _read_lines(infile))
+        runtime = _runtime()
+        done = failed = 0
+        try:
+            with progress_bars() as factory, out_path.open("w", encoding="utf-8") as sink:
+                update = factory("notes")  # type: ignore[operator]
+                for line_no, line in _read_lines(infile):
+                    if not line.strip():
+                        row: dict[str, Any] = {"id": None, "error": _error("empty_line", f"line {line_no} is empty")}
+                    else:
+                        try:
+                            obj = json.loads(line)
+                        except json.JSONDecodeError as exc:
+                            row = {"id": None, "error": _error("invalid_json", f"line {line_no}: {exc.msg}")}
+                        else:
+                            row, _ = code_line(runtime.pipeline, obj, setting)
+                    failed += int("error" in row)
+                    done += 1
+                    sink.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    update(done, total)
+        finally:
+            runtime.close()
+        err.print(f"{done} line(s), {failed} error(s) -> {out_path}")
+
+    @app.command("evaluate")
+    def evaluate_cmd(
+        gold_path: Annotated[Path, typer.Argument(help="Gold JSONL (dev-set format or CodiEsp)")],
+        predictions: Annotated[Path | None, typer.Option(help="Score this batch output instead of running")] = None,
+        threshold: Annotated[float | None, typer.Option(min=0.0, max=1.0,
+                                                        help="Override the suggestion threshold")] = None,
+        max_suggestions: Annotated[int, typer.Option(min=1, max=200)] = 20,
+        no_encoder: Annotated[bool, typer.Option("--no-encoder", help="Dictionary and rules only")] = False,
+        as_json: Annotated[bool, typer.Option("--json")] = False,
+    ) -> None:
+        """Precision/recall/F1 (micro, macro), P@5, MAP, evidence checks and trap violations on gold notes."""
+        from app.cli import fail, out, progress_bars
+        from training.evaluate import evaluate as run_evaluation
+        from training.evaluate import load_gold, load_predictions
+
+        if not gold_path.is_file():
+            raise fail(f"{gold_path}: no such file")
+        gold = load_gold(gold_path)
+        runtime = _runtime(use_encoder=False if no_encoder else None)
+        errors = 0
+        try:
+            codes = runtime.codebooks.codes("icd10cm")
+
+            def is_billable(code: str) -> bool:
+                info = codes.get(code)
+                return bool(info and info.is_billable)
+
+            if predictions is not None:
+                preds = load_predictions(predictions)
+            else:
+                pipeline = runtime.pipeline
+                if threshold is not None:
+                    pipeline.ranker.threshold = threshold
+                preds = {}
+                with progress_bars() as factory:
+                    update = factory("notes")  # type: ignore[operator]
+                    for i, note in enumerate(gold, start=1):
+                        obj = {"id": note.id, "text": note.text, "setting": note.setting,
+                               "date_of_service": note.date_of_service, "patient": dict(note.patient) or None,
+                               "max_suggestions": max_suggestions}
+                        if not any(n for n in note.codes.get("cpt", ())) and note.source_format == "codiesp":
+                            obj["code_systems"] = ["icd10cm"]
+                        row, _ = code_line(pipeline, obj, None)
+                        errors += int("error" in row)
+                        preds[note.id] = row.get("suggestions", [])
+                        update(i, len(gold))
+        finally:
+            runtime.close()
+        report = run_evaluation(gold, preds, is_billable=is_billable, errors=errors)
+        if as_json:
+            print(json.dumps(report.as_dict(), indent=2))
+            return
+        table = Table("system", "micro P", "micro R", "micro F1", "macro P", "macro R", "macro F1", "P@5", "MAP",
+                      "TP/pred/gold")
+        for system, s in report.systems.items():
+            table.add_row(system, *(f"{v:.3f}" for v in (s.micro_precision, s.micro_recall, s.micro_f1,
+                                                        s.macro_precision, s.macro_recall, s.macro_f1, s.p_at_5,
+                                                        s.map)), f"{s.true_positives}/{s.predicted}/{s.gold}")
+        out.print(table)
+        overlap = "n/a" if report.evidence_overlap_rate is None else f"{report.evidence_overlap_rate:.3f}"
+        out.print(f"notes {report.notes}  suggestions {report.suggestions}  errors {report.errors}  "
+                  f"valid evidence {report.evidence_valid_rate:.3f}  evidence overlap {overlap}  "
+                  f"trap violations {report.trap_violations} ({report.trap_violation_rate:.3f})", highlight=False)
+
+

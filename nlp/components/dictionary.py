@@ -1,0 +1,170 @@
+"""The dictionary of phrases that name codes, matched with Aho-Corasick over normalised tokens.
+
+Built once at start-up from the code set (descriptions, inclusion terms, includes, index terms when
+imported) and the project's own resources (synonyms, abbreviations, medications). Descriptions are
+cleaned first: "Type 2 diabetes mellitus without complications" is not how clinicians write, and its
+"without" would read as a negation, so the phrase indexed is "type 2 diabetes mellitus".
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import ahocorasick
+
+from nlp.text import Normalizer, TokenStream
+from nlp.types import CodeInfo, TermEntry
+
+SOURCE_RANK = {"synonym": 0, "medication": 0, "description": 1, "inclusion": 2, "includes": 3, "index": 4}
+_PAREN = re.compile(r"\s*\([^)]*\)")
+_ICD = re.compile(r"^[A-Z][0-9][0-9A-Z](?:\.[0-9A-Z]{1,4})?$")
+_NEGATION_START = ("no ", "not ", "without ", "non ", "absence ", "negative ")
+_INDEX_SKIP_SUB = ("with", "without", "due to", "in ", "see", "following", "and ", "by ", "complicat", "from ", "of ",
+                   "after ", "during ", "associated", "involving", "specified", "other", "unspecified", "nec", "nos")
+
+MAX_CODES_PER_PHRASE = 4
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One dictionary match: note offsets, the normalised key and its codes, best first."""
+
+    start: int
+    end: int
+    key: str
+    codes: tuple[str, ...]
+    source: str
+    n_tokens: int
+
+
+def is_seventh_character_code(code: str) -> bool:
+    """Seven-character codes carry an extension (encounter, episode...), chosen by rules, never by phrase."""
+    bare = code.replace(".", "")
+    return len(bare) == 7 and (bare[-1].isalpha() or "X" in bare[3:])
+
+
+def description_variants(description: str, strip: Sequence[str]) -> set[str]:
+    """Clinician-like forms of a tabular description (nonessential parentheses dropped or inlined,
+    "unspecified"/"NOS"/"without complications" removed)."""
+    d = description.lower()
+    forms = {d, _PAREN.sub("", d), d.replace("(", "").replace(")", "")}
+    out = set()
+    for f in forms:
+        g = f
+        for s in strip:
+            g = g.replace(s, " ")
+        out.add(" ".join(g.replace(",", " ").split()))
+        out.add(" ".join(f.replace(",", " ").split()))
+    return {o for o in out if o}
+
+
+def index_variants(path: str) -> set[str]:
+    """Phrases from an index path: "Bronchitis > acute" -> "acute bronchitis", "bronchitis acute"."""
+    parts = [p.strip() for p in path.split(" > ")]
+    mains = set()
+    for alt in _PAREN.sub("", parts[0]).split(","):
+        if alt.strip():
+            mains.add(alt.strip().lower())
+    if len(parts) == 1:
+        return mains
+    if len(parts) > 2:
+        return set()
+    sub = _PAREN.sub("", parts[1]).strip().lower()
+    if not sub or sub.startswith(_INDEX_SKIP_SUB) or "-" in sub[:1]:
+        return set()
+    return {f"{sub} {m}" for m in mains} | {f"{m} {sub}" for m in mains}
+
+
+class Dictionary:
+    """Phrase -> codes automaton. `match` returns the longest non-overlapping hits in a note."""
+
+    def __init__(self, automaton: Any, normalizer: Normalizer, phrase_count: int) -> None:
+        self._automaton = automaton
+        self._normalizer = normalizer
+        self.phrase_count = phrase_count
+
+    @classmethod
+    def build(
+        cls,
+        normalizer: Normalizer,
+        codes: Mapping[str, CodeInfo],
+        terms: Iterable[TermEntry],
+        synonyms: Sequence[Mapping[str, str]],
+        medications: Sequence[Mapping[str, str]],
+        rules: Mapping[str, Any],
+    ) -> Dictionary:
+        """Index every phrase; a phrase shared by several codes keeps the best few (source, billable, exact)."""
+        strip = rules["description_strip"]
+        stop = set(rules["stop_phrases"])
+        min_len = int(rules["min_single_token_len"])
+        ranked: dict[str, dict[str, tuple[int, int, int, int, str]]] = {}
+
+        def add(text: str, code: str, source: str, exact: int) -> None:
+            key = normalizer.phrase(text)
+            if not key or key in stop or key.startswith(_NEGATION_START):
+                return
+            if " " not in key and len(key) < min_len and source not in ("synonym", "medication"):
+                return
+            info = codes.get(code)
+            billable = 0 if (info is None or info.is_billable) else 1
+            rank = (SOURCE_RANK.get(source, 5), billable, exact, len(code), source)
+            slot = ranked.setdefault(key, {})
+            if code not in slot or rank < slot[code]:
+                slot[code] = rank
+
+        for info in codes.values():
+            if not _ICD.match(info.code) or is_seventh_character_code(info.code):
+                continue
+            for variant in description_variants(info.description, strip):
+                add(variant, info.code, "description", 0 if variant == info.description.lower() else 1)
+        for term in terms:
+            if term.code not in codes or is_seventh_character_code(term.code):
+                continue
+            if term.source == "index":
+                for variant in index_variants(term.text):
+                    add(variant, term.code, "index", 1)
+            else:
+                for variant in description_variants(term.text, strip):
+                    add(variant, term.code, term.source, 1)
+        for row in synonyms:
+            add(row["phrase"], row["code"], "synonym", 0)
+        for row in medications:
+            add(row["drug"], row["code"], "medication", 0)
+
+        automaton = ahocorasick.Automaton()
+        for key, slot in ranked.items():
+            best = sorted(slot.items(), key=lambda kv: kv[1])[:MAX_CODES_PER_PHRASE]
+            automaton.add_word(
+                f" {key} ", (key, tuple(c for c, _ in best), best[0][1][4], key.count(" ") + 1)
+            )
+        automaton.make_automaton()
+        return cls(automaton, normalizer, len(ranked))
+
+    def match(self, text: str) -> list[Hit]:
+        """Longest, leftmost non-overlapping phrase matches of `text` at token boundaries."""
+        stream = TokenStream(self._normalizer.tokens(text))
+        found: list[tuple[int, int, tuple[str, tuple[str, ...], str, int]]] = []
+        for end_pos, value in self._automaton.iter(stream.string):
+            key = value[0]
+            start_pos = end_pos - len(key) - 1  # position of the key's first character
+            first = stream.token_index(start_pos + 1)
+            last = first + value[3] - 1
+            found.append((first, last, value))
+        # Longest first, then leftmost; a token belongs to at most one hit.
+        found.sort(key=lambda f: (-(f[1] - f[0]), f[0]))
+        taken: set[int] = set()
+        hits: list[Hit] = []
+        for first, last, (key, codes_, source, n) in found:
+            if any(i in taken for i in range(first, last + 1)):
+                continue
+            start, end = stream.span(first, last)
+            # Abbreviation expansions share offsets; two hits may not split one written token.
+            if any(h.start < end and start < h.end for h in hits):
+                continue
+            taken.update(range(first, last + 1))
+            hits.append(Hit(start, end, key, codes_, source, n))
+        hits.sort(key=lambda h: h.start)
+        return hits

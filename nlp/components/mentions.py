@@ -1,0 +1,86 @@
+"""Mentions: dictionary phrases (Aho-Corasick) and regular-expression facts (resources/patterns.json)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from nlp.components.dictionary import Dictionary
+from nlp.components.state import NoteState, Span
+
+
+class DictionaryMentions:
+    name = "mentions"
+    requires: tuple[str, ...] = ()
+    assigns: tuple[str, ...] = ("spans",)
+
+    def __init__(self, dictionary: Dictionary, patterns: Sequence[dict[str, Any]]) -> None:
+        self._dictionary = dictionary
+        self._patterns = [(p, re.compile(p["regex"], re.IGNORECASE)) for p in patterns]
+
+    def __call__(self, state: NoteState) -> None:
+        text = state.text
+        spans = [
+            Span(h.start, h.end, text[h.start : h.end], h.codes, h.source, key=h.key)
+            for h in self._dictionary.match(text)
+        ]
+        for pattern, regex in self._patterns:
+            for m in regex.finditer(text):
+                value = m.group("v") if "v" in regex.groupindex and m.group("v") else ""
+                code = pattern.get("code")
+                spans.append(Span(m.start(), m.end(), m.group(0), (code,) if code else (), "pattern",
+                                  key=pattern.get("value", pattern["name"]), value=value))
+        spans.sort(key=lambda s: (s.start, -s.end))
+        state.spans = spans
+
+
+class EncoderMentions:
+    """Problem phrases of assessment-like sections that no dictionary entry matched, linked by the encoder."""
+
+    name = "encoder_mentions"
+    requires: tuple[str, ...] = ("spans", "sections", "sentences")
+    assigns: tuple[str, ...] = ("spans",)
+
+    _ITEM = re.compile(r"^\s*(?:\d{1,2}[.)]|[-*\u2022#])?\s*")
+    _CLAUSE_END = re.compile(r"\s+(?:-|--|;|:)\s+|[.;:,(]")
+
+    def __init__(self, scorer: Any, billable: set[str], min_cosine: float, sections: tuple[str, ...]) -> None:
+        self._scorer = scorer
+        self._billable = billable
+        self._min_cosine = min_cosine
+        self._sections = sections
+
+    def __call__(self, state: NoteState) -> None:
+        phrases: list[tuple[int, int, str]] = []
+        for sec, kind in zip(state.sections, state.section_kinds, strict=True):
+            if kind not in self._sections:
+                continue
+            for s, e in state.sentences:
+                if s < sec.start or e > sec.end:
+                    continue
+                if any(sp.start < e and s < sp.end and sp.source != "medication" for sp in state.spans):
+                    continue
+                sentence = state.text[s:e]
+                lead = self._ITEM.match(sentence)
+                begin = lead.end() if lead else 0
+                cut = self._CLAUSE_END.search(sentence, begin)
+                stop = cut.start() if cut else len(sentence)
+                phrase = sentence[begin:stop].strip()
+                if len(phrase.split()) < 2 or len(phrase) > 120:
+                    continue
+                start = s + sentence.index(phrase, begin)
+                phrases.append((start, start + len(phrase), phrase))
+        if not phrases:
+            return
+        results = self._scorer.link([p for _, _, p in phrases], k=3)
+        for (start, end, phrase), top in zip(phrases, results, strict=True):
+            best = [(c, cos) for c, cos in ((_dotted(c), cos) for c, cos in top) if c in self._billable]
+            if best and best[0][1] >= self._min_cosine:
+                state.spans.append(Span(start, end, phrase, (best[0][0],), "encoder", key=phrase, cosine=best[0][1]))
+        state.spans.sort(key=lambda s: (s.start, -s.end))
+
+
+def _dotted(code: str) -> str:
+    code = code.strip().upper()
+    return f"{code[:3]}.{code[3:]}" if len(code) > 3 and "." not in code else code

@@ -1,0 +1,118 @@
+"""Scores, Excludes1, order and evidence: findings become ranked suggestions.
+
+`score` estimates the probability that a coder accepts the code. It is a transparent heuristic over
+where the evidence sits (an Assessment/Diagnoses line is the strongest signal), how it was matched,
+which rule produced the code and how often it is documented; docs/EVALUATION.md reports its
+calibration on the development set. Order: codes listed in Assessment / Discharge Diagnoses first, in
+the order written (first-listed = principal), then the rest by score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from nlp.components.state import Finding, NoteState
+from nlp.rules import guidelines as g
+from nlp.rules.codetree import CodeTree
+from nlp.types import Evidence, Excluded, Flag, Suggestion
+
+RULE_BASE = {
+    "long_term_drug_use": 0.55,
+    "personal_history": 0.5,
+    "family_history": 0.4,
+    "bmi": 0.55,
+    "gestation": 0.6,
+    "pattern": 0.55,
+}
+MAX_EVIDENCE = 6
+
+
+def finding_score(f: Finding, rules: Mapping[str, Any]) -> float:
+    """Heuristic probability of acceptance for one finding (see module docstring)."""
+    sw, srcw = rules["section_weight"], rules["source_weight"]
+    per_span = []
+    for s in f.spans:
+        base = sw.get(s.section_kind, sw["none"]) + srcw.get(s.source, 0.0)
+        if s.source == "encoder":
+            base = min(base, 0.3 + (s.cosine - 0.8) * 2)
+        if s.assertion == "uncertain":
+            base -= 0.1
+        per_span.append(base)
+    score = max(per_span) if per_span else 0.3
+    if f.rule in RULE_BASE:
+        score = max(RULE_BASE[f.rule], score if f.rule == "pattern" else 0.0)
+        if f.rule == "long_term_drug_use" and any(s.section_kind == "medications" for s in f.spans):
+            score += 0.05
+    if f.rule in ("diabetes_combination", "hypertension_combination"):
+        score += 0.03
+    distinct = {(s.start, s.end) for s in f.spans}
+    score += min(0.08, 0.04 * (len(distinct) - 1))
+    return max(0.01, min(0.99, score))
+
+
+class Ranker:
+    name = "ranking"
+    requires: tuple[str, ...] = ("findings",)
+    assigns: tuple[str, ...] = ("suggestions",)
+
+    def __init__(self, tree: CodeTree, rules: Mapping[str, Any], excludes1: Mapping[str, Sequence[str]],
+                 threshold: float) -> None:
+        self.tree = tree
+        self.rules = rules
+        self.excludes1 = excludes1
+        self.threshold = threshold
+
+    def score(self, state: NoteState) -> None:
+        """Score findings, damp symptoms explained by a definitive diagnosis, then apply Excludes1."""
+        for f in state.findings.values():
+            f.score = finding_score(f, self.rules)
+            positions = [s.start for s in f.spans if s.section_kind == "assessment"]
+            f.first_assessment_pos = min(positions) if positions else None
+        definitive = [f for f in state.findings.values()
+                      if not f.code.startswith(("R", "Z")) and f.score >= 0.6]
+        factor = self.rules["thresholds"]["symptom_with_definitive_dx_factor"]
+        for f in state.findings.values():
+            # Signs and symptoms routine to a confirmed diagnosis are not coded (Guidelines I.B.5);
+            # ones the assessment names as the problem still are.
+            if f.code.startswith("R") and definitive and f.first_assessment_pos is None:
+                f.score *= factor
+        ordered = sorted(state.findings.values(), key=lambda f: -f.score)
+        kept: list[Finding] = []
+        for f in ordered:
+            clash = next((k for k in kept if g.excludes1_conflict(k.code, f.code, self.excludes1, self.tree)
+                          or g.excludes1_conflict(f.code, k.code, self.excludes1, self.tree)), None)
+            if clash is not None:
+                state.excluded.extend(
+                    Excluded(s.text, s.start, s.end, "excludes1", (f.code,)) for s in f.spans[:1])
+                continue
+            kept.append(f)
+        state.findings = {f.code: f for f in kept}
+
+    def suggestions(self, state: NoteState, max_suggestions: int) -> list[Suggestion]:
+        """Ranked suggestions at or above the threshold, each with its evidence spans."""
+        self.score(state)
+        listed = [f for f in state.findings.values() if f.first_assessment_pos is not None]
+        others = [f for f in state.findings.values() if f.first_assessment_pos is None]
+        listed.sort(key=lambda f: (f.first_assessment_pos, -f.score))
+        others.sort(key=lambda f: (-f.score, min(s.start for s in f.spans)))
+        out: list[Suggestion] = []
+        for f in listed + others:
+            if f.score < self.threshold or not f.spans:
+                continue
+            evidence = []
+            seen: set[tuple[int, int]] = set()
+            for s in sorted(f.spans, key=lambda s: s.start):
+                if (s.start, s.end) in seen:
+                    continue
+                seen.add((s.start, s.end))
+                evidence.append(Evidence(s.start, s.end, state.text[s.start : s.end], s.section or "", s.assertion))
+            evidence = evidence[:MAX_EVIDENCE]
+            flags = tuple(f.flags)
+            if f.code.startswith("R") and f.score < 0.3:
+                flags += (Flag("symptom", "sign/symptom; check whether a confirmed diagnosis explains it"),)
+            out.append(Suggestion("icd10cm", f.code, self.tree.description(f.code), round(f.score, 4),
+                                  tuple(evidence), flags))
+            if len(out) >= max_suggestions:
+                break
+        return out
