@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from codebooks.errors import CodebookError
+from nlp.errors import NlpError
 
 log = logging.getLogger("notecoder.api")
 
@@ -112,6 +113,8 @@ _STATUS_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "
 
 # Statuses the catalogue uses for codebook and pipeline errors that carry a `.code`.
 _CODEBOOK_STATUS = {"unknown_code_system": 404, "code_not_found": 404, "codeset_not_loaded": 404}
+# Pipeline errors are about the note or request (422) unless they say the installation is broken.
+_NLP_SERVER_ERRORS = {"resource_error", "pipeline_order"}
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -152,3 +155,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(CodebookError)
     async def _codebook(request: Request, exc: CodebookError) -> JSONResponse:
         return error_response(request, exc.code, exc.message, _CODEBOOK_STATUS.get(exc.code, 422))
+
+    @app.exception_handler(NlpError)
+    async def _nlp(request: Request, exc: NlpError) -> JSONResponse:
+        if exc.code in _NLP_SERVER_ERRORS:
+            log.error("pipeline error %s on %s request_id=%s", exc.code, request.url.path, request_id_of(request))
+            return error_response(request, exc.code, "the coding pipeline is misconfigured; see the server log", 500)
+        return error_response(request, exc.code, exc.message, 422)

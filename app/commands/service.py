@@ -12,6 +12,8 @@ from typing import Annotated
 
 import typer
 
+from app.settings import Settings
+
 apikey_app = typer.Typer(no_args_is_help=True, help="API keys for EHR systems, coders and admins.")
 user_app = typer.Typer(no_args_is_help=True, help="Logins for the coder review UI.")
 audit_app = typer.Typer(no_args_is_help=True, help="The hash-chained audit log.")
@@ -30,6 +32,28 @@ def _engine():  # type: ignore[no-untyped-def]
 
 
 # ---- serve ------------------------------------------------------------------------------------
+def _build_and_close(settings: Settings) -> None:
+    from app.runtime import build_runtime
+
+    build_runtime(settings).close()
+
+
+def warm_caches(settings: Settings) -> None:
+    """Build the runtime once in a throw-away process so that its caches (dictionary automaton, code
+    embeddings) exist before N workers start: otherwise every worker builds them at once, N times the work,
+    all racing to write the same cache files."""
+    import multiprocessing
+
+    from app.cli import err, fail
+
+    err.print("preparing pipeline caches for the workers ...")
+    process = multiprocessing.get_context("spawn").Process(target=_build_and_close, args=(settings,))
+    process.start()
+    process.join()
+    if process.exitcode != 0:
+        raise fail(f"the pipeline could not be built (exit {process.exitcode}); see the error above", 1)
+
+
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
@@ -50,6 +74,7 @@ def serve(
     migrate_app(engine)
     engine.dispose()
     if workers > 1:
+        warm_caches(settings)
         # Every worker writes its metric values here; /metrics on any worker sums them (see app/metrics.py).
         metrics_dir = settings.data_dir / "metrics"
         shutil.rmtree(metrics_dir, ignore_errors=True)

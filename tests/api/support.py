@@ -19,6 +19,7 @@ from app.auth import create_api_key
 from app.services.storage import migrate_app, write_session
 from codebooks.db import make_engine, session_factory
 from codebooks.repository import CodebookRepository
+from nlp.errors import UnsupportedSetting
 from nlp.types import CodingRequest, CodingResult, Evidence, Excluded, Suggestion
 
 # Longest phrases first: "type 2 diabetes mellitus with diabetic polyneuropathy" wins over its prefix.
@@ -34,6 +35,7 @@ PHRASES: tuple[tuple[str, str, str], ...] = (
 )
 NEGATION = re.compile(r"\b(no|denies|without)\s+(\w+\s+){0,2}$", re.IGNORECASE)
 BOOM = "TRIGGER-PIPELINE-FAILURE"
+REFUSE = "TRIGGER-PIPELINE-REFUSAL"
 
 
 class KeywordPipeline:
@@ -54,6 +56,8 @@ class KeywordPipeline:
         self.last_request = request
         if BOOM in request.text:
             raise RuntimeError(f"pipeline failed on {request.text[:40]}")
+        if REFUSE in request.text:
+            raise UnsupportedSetting("the pipeline refuses this note; send a supported setting")
         lowered = request.text.lower()
         taken: list[tuple[int, int]] = []
         found: dict[tuple[str, str], list[Evidence]] = {}

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from app import audit
 from app.models import AuditRecord, SuggestionRun
 from tests.api.conftest import Api
-from tests.api.support import BOOM
+from tests.api.support import BOOM, REFUSE
 
 NOTE = (
     "HPI: follow-up visit.\n"
@@ -204,6 +204,13 @@ def test_pipeline_failure_is_500_without_traceback_or_note_in_logs(api: Api, cap
     assert "Traceback" not in r.text and MARKER not in r.text
     assert MARKER not in caplog.text
     assert r.headers["x-request-id"] in caplog.text
+
+
+def test_pipeline_errors_keep_their_code_and_are_4xx(api: Api) -> None:
+    r = api.client.post("/v1/suggest", json={"text": f"{REFUSE} asthma"}, headers=api.headers("ehr"))
+    assert r.status_code == 422
+    assert r.json()["error"]["code"] == "unsupported_setting"
+    assert r.json()["error"]["request_id"] == r.headers["x-request-id"]
 
 
 def test_no_note_text_in_logs_on_success(api: Api, caplog: pytest.LogCaptureFixture) -> None:

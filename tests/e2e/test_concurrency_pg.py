@@ -1,9 +1,11 @@
-"""Several uvicorn worker processes on the real PostgreSQL: 400 concurrent suggest requests give exactly
-400 audit records in one unbroken chain, and tampering with one row makes `notecoder audit verify` name it.
+"""`notecoder serve --workers 4` on the real PostgreSQL with the real pipeline: 400 concurrent suggest
+requests give exactly 400 audit records in one unbroken chain, /metrics sums all workers, and tampering with
+one row makes `notecoder audit verify` name it.
 
-The workers run the keyword pipeline (tests/api/support.py): what is under test is the serialization of
-the audit chain across processes, which does not depend on how codes are found, and four copies of the
-real model would not fit the CI machine's two cores within the test's time budget.
+The workers run without the encoder (NOTECODER_USE_ENCODER=false): what is under test is the serialization
+of the audit chain across processes, and four copies of the encoder would not start on the CI machine's two
+cores within the test's time budget. `create_keyword_app` (the tests' keyword pipeline as a uvicorn factory)
+is kept for `bench/bench_http.py --pipeline keyword`.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ from app.cli import app as cli
 from app.main import create_app
 from app.models import AuditRecord, SuggestionRun
 from app.settings import Settings
-from codebooks.bootstrap import prepare_database
 from codebooks.db import make_engine
 from tests.api.support import auth, keyword_runtime, make_keys
 
@@ -51,25 +52,23 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(pg_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+def server(pg_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
     engine = make_engine(pg_database_url)
-    prepare_database(engine)  # code sets once, before the workers start (as `notecoder serve` does)
-    key = make_keys(engine)["ehr"]
+    keys = make_keys(engine)
     engine.dispose()
     port = free_port()
-    log = tmp_path_factory.mktemp("uvicorn") / "server.log"
+    data_dir = tmp_path_factory.mktemp("serve")
+    log = data_dir / "server.log"
     env = {**os.environ, "NOTECODER_DATABASE_URL": pg_database_url, "NOTECODER_LOG_LEVEL": "WARNING",
-           "NOTECODER_DATA_DIR": str(log.parent)}
+           "NOTECODER_DATA_DIR": str(data_dir), "NOTECODER_USE_ENCODER": "false"}
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "tests.e2e.test_concurrency_pg:create_keyword_app", "--factory",
-             "--workers", str(WORKERS), "--host", "127.0.0.1", "--port", str(port), "--app-dir", str(REPO),
-             "--no-access-log"],
+            [sys.executable, "-m", "app.cli", "serve", "--workers", str(WORKERS), "--port", str(port)],
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 150
         while True:
             assert proc.poll() is None, log.read_text()[-3000:]
             try:
@@ -77,15 +76,15 @@ def server(pg_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> It
                     break
             except httpx.TransportError:
                 pass
-            assert time.monotonic() < deadline, "the workers did not become ready in 90 s"
+            assert time.monotonic() < deadline, "the workers did not become ready in 150 s"
             time.sleep(0.5)
         # Give the remaining workers their start-up: requests must be spread over all of them.
-        time.sleep(3)
-        yield base, key
+        time.sleep(5)
+        yield base, keys
     finally:
         proc.terminate()
         try:
-            proc.wait(timeout=20)
+            proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -102,9 +101,10 @@ async def fire(base: str, key: str, n: int) -> list[httpx.Response]:
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_concurrent_suggests_on_postgres_keep_one_unbroken_chain(
-    server: tuple[str, str], pg_database_url: str, monkeypatch: pytest.MonkeyPatch
+    server: tuple[str, dict[str, str]], pg_database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    base, key = server
+    base, keys = server
+    key = keys["ehr"]
     engine = make_engine(pg_database_url)
     with Session(engine) as s:
         before = s.scalar(select(func.count()).select_from(AuditRecord)) or 0
@@ -116,6 +116,12 @@ def test_concurrent_suggests_on_postgres_keep_one_unbroken_chain(
     assert statuses.count(200) == REQUESTS, {s: statuses.count(s) for s in set(statuses)}
     request_ids = {r.json()["request_id"] for r in responses}
     assert len(request_ids) == REQUESTS
+    assert all(r.json()["suggestions"] for r in responses)  # the real pipeline coded every note
+    # Every worker writes its own metric files; /metrics on any one of them reports the sum.
+    metrics = httpx.get(f"{base}/metrics", headers=auth(keys["admin"]), timeout=10).text
+    served = [line for line in metrics.splitlines()
+              if line.startswith('notecoder_http_requests_total{method="POST",route="/v1/suggest",status="200"}')]
+    assert served and float(served[0].rsplit(" ", 1)[1]) == REQUESTS
     print(f"{REQUESTS} concurrent requests on {WORKERS} workers: {elapsed:.1f} s, {REQUESTS / elapsed:.0f} req/s")
 
     with Session(engine) as s:
