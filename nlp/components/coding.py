@@ -25,6 +25,7 @@ class Coder:
         self.tree = tree
         self.rules = rules
         self.history_table = history_table
+        self._short_course = [re.compile(p) for p in rules["short_course_patterns"]]
 
     # ---- helpers ------------------------------------------------------------------------
     def _add(self, state: NoteState, code: str, spans: Sequence[Span], rule: str = "",
@@ -60,20 +61,28 @@ class Coder:
                 self._pattern(state, span)
             else:
                 self._condition(state, span, setting)
+        self._pairs(state)
         self._drop_less_specific(state)
         self._diabetes(state)
         self._hypertension(state)
+        self._drop_generic_words(state)
+        self._refine_qualifiers(state)
         self._value_dependencies(state)
+        self._encounter_findings(state)
 
     def _medication(self, state: NoteState, span: Span) -> None:
         if span.assertion in ("negated", "hypothetical", "family", "uncertain") or span.section_kind == "allergies":
             self._exclude(state, span, span.assertion if span.assertion != "present" else "hypothetical")
             return
         context = self._context(state, span).lower()
-        cues = self.rules["new_medication_cues"]
-        if span.section_kind != "medications" and any(cue in context for cue in cues):
-            # A drug started, given once or stopped today is not long-term use.
-            return
+        if span.section_kind != "medications":
+            if any(cue in context for cue in self.rules["new_medication_cues"]) or any(
+                    r.search(context) for r in self._short_course):
+                # A drug started, given once, or given for a short course is not long-term use.
+                return
+            if span.section_kind in ("plan", "course", "procedures") and not any(
+                    cue in context for cue in self.rules["continuing_medication_cues"]):
+                return
         self._add(state, span.codes[0], [span], rule="long_term_drug_use",
                   flags=[Flag("status", "long-term (current) drug use from the medication list")])
 
@@ -103,6 +112,9 @@ class Coder:
             return
         code = span.codes[0]
         a = span.assertion
+        if a == "present" and not code.startswith("Z") and self._describes_allergy(state, span):
+            # "Penicillin allergy (anaphylaxis)": the reaction is the allergy's history, not a current problem.
+            a = "historical"
         if a == "negated" or a == "hypothetical":
             self._exclude(state, span, a)
             return
@@ -120,19 +132,23 @@ class Coder:
             else:
                 self._exclude(state, span, "uncertain")
             return
-        if a == "historical" and not g.is_chronic(code, self.rules):
-            if code.startswith("C") and self._cancer_active(state, span):
+        if a == "historical":
+            chronic = g.is_chronic(code, self.rules) and not span.is_resolved
+            active_cancer = code.startswith("C") and not span.is_resolved and self._cancer_active(state, span)
+            if chronic or active_cancer:
                 self._code(state, span, code, [])
                 return
-            # Z-codes (status, history) already say "history"; anything else becomes personal history.
+            ph = g.history_code(code, self.history_table, family=False)
+            if ph:
+                self._exclude(state, span, "historical")
+                self._add(state, ph, [span], rule="personal_history",
+                          flags=[Flag("personal_history", "resolved condition coded as personal history")])
+                return
+            # Status codes (Z95.1 bypass graft, I25.2 old MI) already describe the past.
             if code.startswith("Z") or code == "I25.2":
                 self._code(state, span, code, [])
                 return
             self._exclude(state, span, "historical")
-            ph = g.history_code(code, self.history_table, family=False)
-            if ph:
-                self._add(state, ph, [span], rule="personal_history",
-                          flags=[Flag("personal_history", "resolved condition coded as personal history")])
             return
         self._code(state, span, code, [])
 
@@ -146,6 +162,7 @@ class Coder:
                    and s.assertion == "present" for s in state.spans)
 
     def _code(self, state: NoteState, span: Span, code: str, flags: list[Flag]) -> None:
+        code = self._sex_consistent(state, span, code)
         billable = g.specify(self.tree, code, span.text + " " + self._context(state, span), self.rules)
         if billable is None:
             return
@@ -153,14 +170,22 @@ class Coder:
             flags = [*flags, Flag("specificity", f"{code} is a category; coded to {billable}")]
         self._add(state, billable, [span], flags=flags)
 
+    def _sex_consistent(self, state: NoteState, span: Span, code: str) -> str:
+        """Among a phrase's codes, the first whose wording fits the patient's sex (female vs male breast)."""
+        sex = state.request.patient.sex
+        if sex not in ("female", "male"):
+            return code
+        other = "male" if sex == "female" else "female"
+        for c in span.codes:
+            if other not in self.tree.description(c).lower().replace(",", " ").split():
+                return c
+        return code
+
     def _drop_less_specific(self, state: NoteState) -> None:
         """Keep the most specific code of a category: N18.9 goes when N18.4 is documented."""
 
         def generic(code: str) -> bool:
-            info = self.tree.codes.get(code)
-            parent = info.parent if info else None
-            return "unspecified" in self.tree.description(code).lower() or (
-                parent is not None and self.tree.default_child(parent) == code and code.endswith("9"))
+            return "unspecified" in self.tree.description(code).lower()
 
         for c in list(state.findings):
             if not generic(c):
@@ -226,3 +251,99 @@ class Coder:
                 del state.findings[c]
             elif c.startswith("Z3A") and not has_pregnancy:
                 del state.findings[c]
+
+    def _pairs(self, state: NoteState) -> None:
+        """Index "with" combinations (resources/rules.json "pairs"): two documented conditions that the
+        classification codes together (hydronephrosis with ureteral calculus -> N13.2)."""
+        for rule in self.rules["pairs"]:
+            first, second = rule["all_of"]
+            a = next((c for c in state.findings if self.tree.is_under(c, first)), None)
+            b = next((c for c in state.findings if self.tree.is_under(c, second) and c != a), None)
+            if a is None or b is None:
+                continue
+            if any(any(self.tree.is_under(c, u) for c in state.findings) for u in rule.get("unless", ())):
+                continue
+            spans = state.findings[a].spans + state.findings[b].spans
+            if rule.get("keep_second"):
+                code = b
+            elif "substitute" in rule:
+                old, new = rule["substitute"]
+                code = new + b.replace(".", "")[len(old.replace(".", "")):]
+                code = f"{code[:3]}.{code[3:]}" if "." not in code else code
+                code = code.replace(".", "", 1) if code.count(".") > 1 else code
+            else:
+                code = rule["code"]
+            if rule.get("lateral"):
+                context = " ".join(state.text[s.sentence[0]:s.sentence[1]] for s in spans)
+                code = g.specify(self.tree, code, context, self.rules) or ""
+            elif not self.tree.is_billable(code):
+                code = g.specify(self.tree, code, " ".join(s.text for s in spans), self.rules) or ""
+            if not code:
+                continue
+            for c in list(state.findings):
+                if c != code and any(self.tree.is_under(c, d) for d in rule.get("drop", ())) and c in (a, b):
+                    spans_c = state.findings.pop(c).spans
+                    spans.extend(x for x in spans_c if x not in spans)
+            self._add(state, code, spans, rule="combination",
+                      flags=[Flag("combination", rule.get("label", "combination code"))])
+
+    def _encounter_findings(self, state: NoteState) -> None:
+        """Other conditions found at a routine exam turn it into the exam "with abnormal findings";
+        the newborn's own Z38 code never goes on the mother's delivery record; one gestational age."""
+        swap = self.rules["encounter_with_findings"]
+        others = [c for c in state.findings if not c.startswith("Z")]
+        for plain, abnormal in swap.items():
+            if plain in state.findings and others and abnormal in self.tree:
+                f = state.findings.pop(plain)
+                self._add(state, abnormal, f.spans, rule=f.rule,
+                          flags=[Flag("encounter", "routine exam with abnormal findings")])
+        if any(c.startswith("O") or c.startswith("Z37") for c in state.findings):
+            for c in [c for c in state.findings if c.startswith("Z38")]:
+                del state.findings[c]
+        weeks = sorted(c for c in state.findings if c.startswith("Z3A"))
+        for c in weeks[:-1]:
+            del state.findings[c]
+
+    def _describes_allergy(self, state: NoteState, span: Span) -> bool:
+        return any(o is not span and o.codes and o.codes[0].startswith("Z88") and o.sentence == span.sentence
+                   for o in state.spans)
+
+    def _drop_generic_words(self, state: NoteState) -> None:
+        """A one-word mention ("abscess", "pancreatitis") gives way to a finding whose own evidence names
+        the same thing more specifically ("periapical abscess", "alcohol-induced pancreatitis")."""
+        for c in list(state.findings):
+            f = state.findings.get(c)
+            if f is None or f.rule or any(len(g.words(s.text)) != 1 for s in f.spans):
+                continue
+            word = g.words(f.spans[0].text)[0]
+            for o, other in state.findings.items():
+                if o == c:
+                    continue
+                named = any(word in g.words(s.text) and len(g.words(s.text)) > 1 for s in other.spans)
+                if named or word in g.words(self.tree.description(o)):
+                    other.spans.extend(s for s in f.spans if s not in other.spans)
+                    del state.findings[c]
+                    break
+
+    def _refine_qualifiers(self, state: NoteState) -> None:
+        """"..., unspecified" becomes the sibling whose last qualifier the evidence states
+        ("alcohol dependence with intoxication, uncomplicated" -> F10.220, not F10.229)."""
+        for c in list(state.findings):
+            desc = self.tree.description(c)
+            if not desc.lower().endswith(", unspecified"):
+                continue
+            info = self.tree.codes.get(c)
+            if info is None or not info.parent:
+                continue
+            f = state.findings[c]
+            context = " ".join(state.text[s.sentence[0]:s.sentence[1]] for s in f.spans).lower()
+            ctx_words = " " + " ".join(g.words(context)) + " "
+            for sib in self.tree.children.get(info.parent, []):
+                sdesc = self.tree.description(sib)
+                if sib == c or "," not in sdesc or sdesc.rsplit(",", 1)[0] != desc.rsplit(",", 1)[0]:
+                    continue
+                qualifier = " ".join(g.words(sdesc.rsplit(",", 1)[1]))
+                if qualifier and f" {qualifier} " in ctx_words and self.tree.is_billable(sib):
+                    state.findings.pop(c)
+                    self._add(state, sib, f.spans, rule=f.rule, flags=f.flags)
+                    break

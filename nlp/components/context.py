@@ -22,7 +22,7 @@ CATEGORY_TO_ASSERTION = {
 }
 # When several modifiers apply, the one that most changes what may be coded wins.
 PRECEDENCE = ("negated", "family", "hypothetical", "uncertain", "historical")
-SECTION_ASSERTION = {"family_history": "family", "pmh": "historical", "psh": "historical"}
+SECTION_ASSERTION = {"family_history": "family", "pmh": "historical", "psh": "historical", "allergies": "historical"}
 
 
 def make_doc(nlp: Any, text: str, sentences: list[tuple[int, int]]) -> Any:
@@ -79,9 +79,16 @@ class ContextAssertions:
         self._context(doc)
         assessed: set[int] = set()
         for ent in doc.ents:
-            found = {CATEGORY_TO_ASSERTION[m.category] for m in ent._.modifiers if m.category in CATEGORY_TO_ASSERTION}
+            categories = {m.category for m in ent._.modifiers}
+            found = {CATEGORY_TO_ASSERTION[c] for c in categories if c in CATEGORY_TO_ASSERTION}
+            # RESOLVED (our own category): explicitly over ("outgrown", "removed", "quit") -> history,
+            # even for conditions that "history of" alone leaves current.
+            is_resolved = "RESOLVED" in categories
+            if is_resolved:
+                found.add("historical")
             for i in by_token_span.get((ent.start, ent.end), []):
                 span = state.spans[i]
+                span.is_resolved = is_resolved
                 assessed.add(i)
                 section_assertion = SECTION_ASSERTION.get(span.section_kind)
                 if section_assertion:

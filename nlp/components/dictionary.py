@@ -20,6 +20,7 @@ from nlp.types import CodeInfo, TermEntry
 
 SOURCE_RANK = {"synonym": 0, "medication": 0, "description": 1, "inclusion": 2, "includes": 3, "index": 4}
 _PAREN = re.compile(r"\s*\([^)]*\)")
+_ASIDE = re.compile(r"\([^()\n]{1,80}\)")
 _ICD = re.compile(r"^[A-Z][0-9][0-9A-Z](?:\.[0-9A-Z]{1,4})?$")
 _NEGATION_START = ("no ", "not ", "without ", "non ", "absence ", "negative ")
 _INDEX_SKIP_SUB = ("with", "without", "due to", "in ", "see", "following", "and ", "by ", "complicat", "from ", "of ",
@@ -51,6 +52,8 @@ def description_variants(description: str, strip: Sequence[str]) -> set[str]:
     "unspecified"/"NOS"/"without complications" removed)."""
     d = description.lower()
     forms = {d, _PAREN.sub("", d), d.replace("(", "").replace(")", "")}
+    # "left female breast": notes say "left breast"; the patient's sex picks the code later.
+    forms |= {f.replace(" female ", " ").replace(" male ", " ") for f in forms}
     out = set()
     for f in forms:
         g = f
@@ -144,27 +147,33 @@ class Dictionary:
         return cls(automaton, normalizer, len(ranked))
 
     def match(self, text: str) -> list[Hit]:
-        """Longest, leftmost non-overlapping phrase matches of `text` at token boundaries."""
-        stream = TokenStream(self._normalizer.tokens(text))
-        found: list[tuple[int, int, tuple[str, tuple[str, ...], str, int]]] = []
-        for end_pos, value in self._automaton.iter(stream.string):
-            key = value[0]
-            start_pos = end_pos - len(key) - 1  # position of the key's first character
-            first = stream.token_index(start_pos + 1)
-            last = first + value[3] - 1
-            found.append((first, last, value))
-        # Longest first, then leftmost; a token belongs to at most one hit.
-        found.sort(key=lambda f: (-(f[1] - f[0]), f[0]))
-        taken: set[int] = set()
+        """Longest, leftmost non-overlapping phrase matches of `text` at token boundaries.
+
+        Parenthetical asides are read twice, as written and skipped, so that "Typical
+        (cavotricuspid isthmus-dependent) atrial flutter" still meets "typical atrial flutter"."""
+        tokens = self._normalizer.tokens(text)
+        found = self._candidates(tokens)
+        asides = [(m.start(), m.end()) for m in _ASIDE.finditer(text)]
+        if asides:
+            kept = [t for t in tokens if not any(a <= t[1] < b for a, b in asides)]
+            if len(kept) < len(tokens):
+                found.extend(self._candidates(kept))
+        found.sort(key=lambda f: (-f[2], f[0], f[1]))
         hits: list[Hit] = []
-        for first, last, (key, codes_, source, n) in found:
-            if any(i in taken for i in range(first, last + 1)):
-                continue
-            start, end = stream.span(first, last)
-            # Abbreviation expansions share offsets; two hits may not split one written token.
+        for start, end, n, (key, codes_, source, _) in found:
             if any(h.start < end and start < h.end for h in hits):
                 continue
-            taken.update(range(first, last + 1))
             hits.append(Hit(start, end, key, codes_, source, n))
         hits.sort(key=lambda h: h.start)
         return hits
+
+    def _candidates(self, tokens: Sequence[tuple[str, int, int]]) -> list[tuple[int, int, int, Any]]:
+        stream = TokenStream(tokens)
+        out = []
+        for end_pos, value in self._automaton.iter(stream.string):
+            start_pos = end_pos - len(value[0]) - 1  # the space before the key
+            first = stream.token_index(start_pos + 1)
+            last = first + value[3] - 1
+            start, end = stream.span(first, last)
+            out.append((start, end, value[3], value))
+        return out

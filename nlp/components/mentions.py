@@ -17,7 +17,9 @@ class DictionaryMentions:
 
     def __init__(self, dictionary: Dictionary, patterns: Sequence[dict[str, Any]]) -> None:
         self._dictionary = dictionary
-        self._patterns = [(p, re.compile(p["regex"], re.IGNORECASE)) for p in patterns]
+        self._patterns = [
+            (p, re.compile(p["regex"], 0 if p.get("case_sensitive") else re.IGNORECASE)) for p in patterns
+        ]
 
     def __call__(self, state: NoteState) -> None:
         text = state.text
@@ -31,6 +33,12 @@ class DictionaryMentions:
                 code = pattern.get("code")
                 spans.append(Span(m.start(), m.end(), m.group(0), (code,) if code else (), "pattern",
                                   key=pattern.get("value", pattern["name"]), value=value))
+        # A coded pattern ("HER2-") is more precise than a dictionary phrase inside it ("HER2").
+        coded = [s for s in spans if s.source == "pattern" and s.codes]
+        spans = [
+            s for s in spans
+            if s.source == "pattern" or not any(c.start < s.end and s.start < c.end for c in coded)
+        ]
         spans.sort(key=lambda s: (s.start, -s.end))
         state.spans = spans
 

@@ -19,8 +19,8 @@ from nlp.types import Evidence, Excluded, Flag, Suggestion
 
 RULE_BASE = {
     "long_term_drug_use": 0.55,
-    "personal_history": 0.5,
-    "family_history": 0.4,
+    "personal_history": 0.45,
+    "family_history": 0.35,
     "bmi": 0.55,
     "gestation": 0.6,
     "pattern": 0.55,
@@ -42,10 +42,16 @@ def finding_score(f: Finding, rules: Mapping[str, Any]) -> float:
     score = max(per_span) if per_span else 0.3
     if f.rule in RULE_BASE:
         score = max(RULE_BASE[f.rule], score if f.rule == "pattern" else 0.0)
+        if f.rule == "family_history" and f.code.startswith("Z80"):
+            # A family history of cancer changes screening and is routinely reported; others less so.
+            score += 0.15
         if f.rule == "long_term_drug_use" and any(s.section_kind == "medications" for s in f.spans):
             score += 0.05
     if f.rule in ("diabetes_combination", "hypertension_combination"):
         score += 0.03
+    if all(s.section_kind == "plan" for s in f.spans):
+        # Plan lines are mostly what will be done or watched for, not what was found.
+        score *= 0.6
     distinct = {(s.start, s.end) for s in f.spans}
     score += min(0.08, 0.04 * (len(distinct) - 1))
     return max(0.01, min(0.99, score))
@@ -72,12 +78,20 @@ class Ranker:
         definitive = [f for f in state.findings.values()
                       if not f.code.startswith(("R", "Z")) and f.score >= 0.6]
         factor = self.rules["thresholds"]["symptom_with_definitive_dx_factor"]
+        symptom_prefixes = tuple(self.rules["symptom_prefixes"])
         for f in state.findings.values():
+            if not f.code.startswith(symptom_prefixes) or not definitive:
+                continue
             # Signs and symptoms routine to a confirmed diagnosis are not coded (Guidelines I.B.5);
-            # ones the assessment names as the problem still are.
-            if f.code.startswith("R") and definitive and f.first_assessment_pos is None:
+            # one the assessment lists as a problem of its own still is, unless a diagnosis shares its line.
+            explained = f.first_assessment_pos is None or all(
+                any(s.sentence == d.sentence for o in definitive for d in o.spans)
+                for s in f.spans if s.section_kind == "assessment")
+            if explained:
                 f.score *= factor
-        ordered = sorted(state.findings.values(), key=lambda f: -f.score)
+        # Excludes1: the better-documented code (more distinct evidence, then score) stays.
+        ordered = sorted(state.findings.values(),
+                         key=lambda f: (-len({(s.start, s.end) for s in f.spans}), -f.score))
         kept: list[Finding] = []
         for f in ordered:
             clash = next((k for k in kept if g.excludes1_conflict(k.code, f.code, self.excludes1, self.tree)

@@ -24,6 +24,7 @@ class Span:
     sentence: tuple[int, int] = (0, 0)
     value: str = ""
     cosine: float = 0.0
+    is_resolved: bool = False
 
 
 @dataclass
