@@ -15,7 +15,9 @@ class Settings(BaseSettings):
     database_url: str = Field(default="", description="SQLAlchemy URL; empty means SQLite under data_dir")
     max_note_chars: int = Field(default=200_000, ge=1)
     max_suggestions: int = Field(default=20, ge=1, le=200)
-    suggestion_threshold: float = Field(default=0.2, ge=0.0, le=1.0)
+    suggestion_threshold: float = Field(
+        default=0.4, ge=0.0, le=1.0, description="Suggestions scoring below it are left out (0.4: best dev-set F1)"
+    )
     encryption_key: str = Field(default="", description="Fernet key; when set, stored note text is encrypted")
     note_retention_days: int = Field(default=90, ge=0)
     log_level: str = Field(default="INFO")
