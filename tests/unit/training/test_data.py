@@ -1,0 +1,111 @@
+"""Pair building for the encoder: index phrases, abbreviation tables, family split, siblings."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from nlp.types import CodeInfo
+from tests.conftest import shared_file
+from training.args import ConfigError, TrainingArguments
+from training.data import (
+    Pair,
+    TargetMap,
+    abbreviation_pairs,
+    build_siblings,
+    clean_phrase,
+    index_pairs,
+    index_phrase,
+    read_phrase_table,
+    split_pairs,
+)
+
+
+def test_index_phrase_puts_modifiers_before_and_clauses_after_the_main_term() -> None:
+    assert index_phrase(["Failure, failed", "heart", "congestive (compensated)"]) == "congestive heart Failure"
+    assert index_phrase(["Diabetes, diabetic (mellitus)", "type 2", "with", "neuropathy"]) == (
+        "type 2 Diabetes with neuropathy"
+    )
+    assert index_phrase(["Pneumonia", "aspiration", "due to", "food"]) == "aspiration Pneumonia due to food"
+
+
+def test_clean_phrase_drops_nonessential_modifiers_and_nec() -> None:
+    assert clean_phrase("Hypertension (arterial) (benign) NEC") == "Hypertension"
+
+
+def _codes() -> dict[str, CodeInfo]:
+    rows = [
+        ("S72", "Fracture of femur", False, None),
+        ("S72.001", "Fracture of unspecified part of neck of right femur", False, "S72"),
+        ("S72.001A", "Fracture of unspecified part of neck of right femur, initial encounter", True, "S72.001"),
+        ("S72.001D", "Fracture of unspecified part of neck of right femur, subsequent encounter", True, "S72.001"),
+        ("I10", "Essential (primary) hypertension", True, None),
+        ("I50", "Heart failure", False, None),
+        ("I50.9", "Heart failure, unspecified", True, "I50"),
+        ("I50.1", "Left ventricular failure, unspecified", True, "I50"),
+    ]
+    return {c: CodeInfo("icd10cm", c, d, b, p) for c, d, b, p in rows}
+
+
+def test_target_map_sends_seventh_character_codes_to_their_base_and_skips_categories() -> None:
+    to_target = TargetMap(_codes(), owners={"S72"})
+    assert set(to_target.targets) == {"S72.001", "I10", "I50.9", "I50.1"}
+    assert to_target("S72.001D") == "S72.001"
+    assert to_target("I509") == "I50.9"
+    assert to_target("I50") is None
+
+
+def test_phrase_table_with_usual_column_names_gives_direct_and_substituted_pairs(tmp_path: Path) -> None:
+    path = tmp_path / "abbr.csv"
+    path.write_text("# comment\nAbbr,Expansion,Code\nCHF,heart failure,I50.9\nHTN,hypertension,I10\n")
+    table = read_phrase_table(path)
+    assert table == [("CHF", "heart failure", "I50.9"), ("HTN", "hypertension", "I10")]
+    to_target = TargetMap(_codes(), owners={"S72"})
+    base = [Pair("left heart failure", "I50.1", "index")]
+    pairs = abbreviation_pairs(table, base, to_target, max_variants=5, rng=random.Random(0))
+    assert Pair("CHF", "I50.9", "abbreviation") in pairs
+    assert Pair("left CHF", "I50.1", "abbreviation_variant") in pairs
+    assert read_phrase_table(tmp_path / "missing.csv") == []
+
+
+def test_split_holds_out_whole_families() -> None:
+    targets = {f"{chr(65 + i)}{j:02d}.0": "x" for i in range(5) for j in range(10)}
+    pairs = [Pair(f"phrase {c}", c, "index") for c in targets]
+    train, test, held_out = split_pairs(pairs, targets, test_fraction=0.2, max_test=1000, rng=random.Random(1))
+    assert len(held_out) == 10
+    assert {p.code[:3] for p in test} == held_out
+    assert not {p.code[:3] for p in train} & held_out
+    assert len(train) + len(test) == len(pairs)
+
+
+def test_siblings_share_a_parent_prefix() -> None:
+    sib = build_siblings(["I50.1", "I50.9", "I10", "E11.9", "E11.65"])
+    assert sib["I50.1"] == ["I50.9"]
+    assert "I10" not in sib
+
+
+def test_index_csv_rows_become_phrases_of_targets() -> None:
+    to_target = TargetMap(_codes(), owners={"S72"})
+    pairs = index_pairs(shared_file("refdata", "icd10cm_2025_index_wbdill", "csv", "ICD10CM_2025_Index.csv"), to_target)
+    by_code: dict[str, list[str]] = {}
+    for p in pairs:
+        by_code.setdefault(p.code, []).append(p.anchor.lower())
+    assert "hypertension" in by_code["I10"]
+    assert any("heart failure" in a for a in by_code["I50.9"])
+
+
+def test_config_rejects_unknown_fields_and_objectives(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('lerning_rate = 0.1\n')
+    with pytest.raises(ConfigError) as err:
+        TrainingArguments.from_toml(bad)
+    assert err.value.code == "training_config_invalid"
+    bad.write_text('objective = "triplet"\n')
+    with pytest.raises(ConfigError):
+        TrainingArguments.from_toml(bad)
+    good = tmp_path / "good.toml"
+    good.write_text('max_steps = 7\noutput_dir = "/tmp/x"\n')
+    args = TrainingArguments.from_toml(good, seed=5)
+    assert (args.max_steps, args.seed, args.resolve(args.output_dir)) == (7, 5, Path("/tmp/x"))

@@ -1,0 +1,351 @@
+"""Training and held-out linking pairs (phrase -> ICD-10-CM target code) for the encoder.
+
+Sources: the tabular's inclusion terms and category includes (simple-icd-10-cm), the Alphabetic Index (a term
+with its parent terms, turned into a clinician-style phrase), abbreviation/synonym files (direct pairs, and
+variants of other phrases with the expansion replaced by the abbreviation), and CodiEsp train sentences weakly
+aligned to their document's codes. The held-out split takes whole 3-character categories, so its phrases and
+codes are never seen in training.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nlp.encoder import is_seventh_character_code, select_targets
+from nlp.types import CodeInfo
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A phrase naming `code` (an encoder target), and where it came from."""
+
+    anchor: str
+    code: str
+    source: str
+
+
+@dataclass
+class LinkingData:
+    """Targets (code -> embedded text), training and held-out pairs, and siblings for hard negatives."""
+
+    targets: dict[str, str]
+    train: list[Pair]
+    test: list[Pair]
+    held_out_families: set[str] = field(default_factory=set)
+    siblings: dict[str, list[str]] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def family(code: str) -> str:
+    """The 3-character category a code belongs to."""
+    return code[:3]
+
+
+# ---- ICD-10-CM tabular ------------------------------------------------------------------------------------
+
+
+def load_icd10cm() -> tuple[dict[str, CodeInfo], set[str], dict[str, list[tuple[str, str]]]]:
+    """Codes, seventh-character owners, and per-code phrases (text, source) from simple-icd-10-cm."""
+    import simple_icd_10_cm as cm
+
+    codes: dict[str, CodeInfo] = {}
+    owners: set[str] = set()
+    phrases: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for code in dict.fromkeys(cm.get_all_codes(True)):
+        is_billable = not cm.is_chapter(code) and not cm.is_block(code) and cm.is_leaf(code)
+        parent = cm.get_parent(code) or None
+        codes[code] = CodeInfo("icd10cm", code, cm.get_description(code), is_billable, parent)
+        if cm.get_seven_chr_def(code):
+            owners.add(code)
+        for text in cm.get_inclusion_term(code):
+            phrases[code].append((text, "inclusion"))
+        for text in cm.get_includes(code):
+            phrases[code].append((text, "includes"))
+    return codes, owners, dict(phrases)
+
+
+class TargetMap:
+    """Maps any code named by a source to the encoder target it belongs to (or None)."""
+
+    def __init__(self, codes: Mapping[str, CodeInfo], owners: set[str]) -> None:
+        self.codes = codes
+        self.owners = owners
+        self.targets = select_targets(codes, owners)
+
+    def __call__(self, code: str) -> str | None:
+        code = code.strip().upper()
+        if len(code) > 3 and "." not in code:
+            code = f"{code[:3]}.{code[3:]}"
+        if code in self.targets:
+            return code
+        info = self.codes.get(code)
+        if info is not None and is_seventh_character_code(info, self.codes, self.owners):
+            return info.parent
+        # A non-billable category with a single billable target below it (rare) is still unambiguous.
+        return None
+
+
+_PAREN = re.compile(r"\s*\([^)]*\)")
+_NEC = re.compile(r"\b(NEC|NOS)\b")
+_SPACES = re.compile(r"\s+")
+
+
+def clean_phrase(text: str) -> str:
+    """Drop parenthesised nonessential modifiers and NEC/NOS, squeeze spaces."""
+    text = _NEC.sub("", _PAREN.sub("", text))
+    return _SPACES.sub(" ", text).strip(" ,;:-")
+
+
+_CONNECTIVES = (
+    "with", "without", "due to", "in", "of", "from", "by", "following", "after", "during", "complicating",
+    "affecting", "involving", "on", "at", "to", "as", "and", "or", "secondary to", "associated with",
+    "caused by", "resulting from", "except", "not", "for", "into", "under", "over", "between", "within",
+)
+
+
+def index_phrase(path: Sequence[str]) -> str:
+    """Turn an index path (main term, subterms...) into the phrase a clinician would write.
+
+    Adjective-like subterms go before the main term, nearest first ("Failure > heart > congestive" ->
+    "congestive heart failure"); from the first prepositional subterm on, the rest follows it
+    ("Diabetes > type 2 > with > neuropathy" -> "type 2 diabetes with neuropathy").
+    """
+    main = clean_phrase(path[0].split(",")[0])
+    before: list[str] = []
+    after: list[str] = []
+    for raw in path[1:]:
+        sub = clean_phrase(raw)
+        if not sub:
+            continue
+        low = sub.lower()
+        if after or any(low == c or low.startswith(c + " ") for c in _CONNECTIVES):
+            after.append(sub)
+        else:
+            before.insert(0, sub)
+    return _SPACES.sub(" ", " ".join([*before, main, *after])).strip()
+
+
+def index_pairs(path: Path, to_target: TargetMap) -> list[Pair]:
+    """Phrases from the Alphabetic Index CSV (flattened: RowID, Letter, Level, Term, ..., Code)."""
+    from codebooks.loaders.icd10cm_index import PATH_SEPARATOR, parse_index_csv
+
+    out: list[Pair] = []
+    for row in parse_index_csv(path):
+        target = to_target(row["code"])
+        if target is None:
+            continue
+        phrase = index_phrase(row["text"].split(PATH_SEPARATOR))
+        if phrase:
+            out.append(Pair(phrase, target, "index"))
+    return out
+
+
+# ---- abbreviations and synonyms ---------------------------------------------------------------------------
+
+_ABBR_COLUMNS = ("abbreviation", "abbr", "short", "short_form", "synonym", "variant", "term", "text", "phrase")
+_EXPANSION_COLUMNS = ("expansion", "long", "long_form", "canonical", "preferred", "meaning", "expands_to", "full")
+_CODE_COLUMNS = ("code", "icd10cm", "icd10", "icd_code")
+
+
+def read_phrase_table(path: Path) -> list[tuple[str, str, str]]:
+    """(short form, expansion, code) rows of a CSV whose columns are named in one of the usual ways.
+
+    Either the expansion or the code may be empty. Files of other shapes give no rows.
+    """
+    if not path.is_file():
+        return []
+    with path.open(encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(line for line in fh if not line.lstrip().startswith("#"))
+        if reader.fieldnames is None:
+            return []
+        names = {n.strip().lower(): n for n in reader.fieldnames}
+
+        def pick(options: Iterable[str]) -> str | None:
+            return next((names[o] for o in options if o in names), None)
+
+        short, long_, code = pick(_ABBR_COLUMNS), pick(_EXPANSION_COLUMNS), pick(_CODE_COLUMNS)
+        if short is None or (long_ is None and code is None):
+            return []
+        rows = []
+        for row in reader:
+            s = (row.get(short) or "").strip()
+            e = (row.get(long_) or "").strip() if long_ else ""
+            c = (row.get(code) or "").strip() if code else ""
+            if s and (e or c):
+                rows.append((s, e, c))
+        return rows
+
+
+def abbreviation_pairs(
+    table: Sequence[tuple[str, str, str]],
+    base_pairs: Sequence[Pair],
+    to_target: TargetMap,
+    *,
+    max_variants: int,
+    rng: random.Random,
+) -> list[Pair]:
+    """Direct (short form -> code) pairs, plus phrases of `base_pairs` with the expansion replaced by the
+    short form ("acute on chronic diastolic congestive heart failure" -> "acute on chronic diastolic CHF")."""
+    out: list[Pair] = []
+    for short, expansion, code in table:
+        target = to_target(code) if code else None
+        if target is not None:
+            out.append(Pair(short, target, "abbreviation"))
+            if expansion:
+                out.append(Pair(expansion, target, "abbreviation"))
+        if not expansion or expansion.lower() == short.lower():
+            continue
+        pattern = re.compile(rf"\b{re.escape(expansion)}\b", re.IGNORECASE)
+        hits = [p for p in base_pairs if pattern.search(p.anchor)]
+        rng.shuffle(hits)
+        for p in hits[:max_variants]:
+            out.append(Pair(pattern.sub(short, p.anchor, count=1), p.code, "abbreviation_variant"))
+    return out
+
+
+# ---- CodiEsp weak alignment -------------------------------------------------------------------------------
+
+_WORD = re.compile(r"[a-z]+")
+_STOP = frozenset(
+    "the and with without other unspecified due for from not of in on to by as at or part type site specified "
+    "classified elsewhere diseases disease disorder disorders condition conditions".split()
+)
+
+
+def _stem(word: str) -> str:
+    word = word.lower()
+    return "" if word in _STOP or len(word) < 3 else word[:7]
+
+
+def codiesp_pairs(path: Path, to_target: TargetMap, targets: Mapping[str, str], *, limit: int) -> list[Pair]:
+    """Weak pairs from CodiEsp train (English translation): for each document code, the shortest run of
+    words in one sentence that covers every content word of the code's description (7-letter prefixes), if one
+    exists and is at most three words longer than the description's content.
+
+    Evidence spans exist only for the Spanish text, so alignment is lexical; requiring full coverage keeps
+    the pairs precise at the cost of recall.
+    """
+    out: list[Pair] = []
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            doc = json.loads(line)
+            text = (doc.get("text_en") or "").lower()
+            sentences = [m for m in re.finditer(r"[^.;:\n]+", text) if m.group().strip()]
+            words = [[(w.start() + s.start(), w.end() + s.start(), _stem(w.group())) for w in _WORD.finditer(s.group())]
+                     for s in sentences]
+            for raw in doc.get("icd10cm") or []:
+                target = to_target(raw)
+                if target is None:
+                    continue
+                need = {st for st in (_stem(w) for w in _WORD.findall(targets[target].lower())) if st}
+                if not need or len(need) > 4:
+                    continue
+                best: tuple[int, int] | None = None
+                for sent in words:
+                    if not need <= {st for _, _, st in sent}:
+                        continue
+                    for i, (start, _, st) in enumerate(sent):
+                        if st not in need:
+                            continue
+                        seen: set[str] = set()
+                        for j in range(i, min(len(sent), i + len(need) + 3)):
+                            seen.add(sent[j][2])
+                            if need <= seen:
+                                if best is None or sent[j][1] - start < best[1] - best[0]:
+                                    best = (start, sent[j][1])
+                                break
+                if best is not None:
+                    out.append(Pair(text[best[0] : best[1]], target, "codiesp"))
+                if len(out) >= limit:
+                    return out
+    return out
+
+
+# ---- assembly ---------------------------------------------------------------------------------------------
+
+
+def _dedupe(pairs: Iterable[Pair], targets: Mapping[str, str]) -> list[Pair]:
+    """One pair per (phrase, code); phrases naming several codes and phrases equal to the target's own text
+    are dropped (the first would be false negatives in a batch, the second teaches nothing)."""
+    by_phrase: dict[str, dict[str, Pair]] = defaultdict(dict)
+    for p in pairs:
+        key = _SPACES.sub(" ", p.anchor.lower()).strip()
+        if not key or key == targets[p.code].lower():
+            continue
+        by_phrase[key].setdefault(p.code, p)
+    return [next(iter(v.values())) for v in by_phrase.values() if len(v) == 1]
+
+
+def build_siblings(codes: Iterable[str]) -> dict[str, list[str]]:
+    """Codes sharing a parent prefix (one character shorter, dots ignored) are each other's hard negatives."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for code in codes:
+        flat = code.replace(".", "")
+        groups[flat[:-1] if len(flat) > 3 else flat[:2]].append(code)
+    out: dict[str, list[str]] = {}
+    for members in groups.values():
+        if len(members) > 1:
+            for code in members:
+                out[code] = [c for c in members if c != code]
+    return out
+
+
+def split_pairs(
+    pairs: Sequence[Pair], targets: Mapping[str, str], *, test_fraction: float, max_test: int, rng: random.Random
+) -> tuple[list[Pair], list[Pair], set[str]]:
+    """Hold out whole families: their phrases form the test set, and nothing of theirs is trained on."""
+    families = sorted({family(c) for c in targets})
+    n_test = max(1, round(len(families) * test_fraction)) if test_fraction > 0 else 0
+    held_out = set(rng.sample(families, n_test))
+    train = [p for p in pairs if family(p.code) not in held_out]
+    test = [p for p in pairs if family(p.code) in held_out]
+    rng.shuffle(test)
+    return train, test[:max_test], held_out
+
+
+def build_linking_data(
+    *,
+    index_csv: Path | None = None,
+    codiesp_train: Path | None = None,
+    phrase_tables: Sequence[Path] = (),
+    max_abbreviation_variants: int = 25,
+    max_codiesp_pairs: int = 3000,
+    test_family_fraction: float = 0.08,
+    max_test_queries: int = 2000,
+    seed: int = 13,
+) -> LinkingData:
+    """All pairs from the configured sources, deduplicated and split by code family."""
+    rng = random.Random(seed)
+    codes, owners, tabular = load_icd10cm()
+    to_target = TargetMap(codes, owners)
+    targets = to_target.targets
+    pairs: list[Pair] = []
+    for code, items in tabular.items():
+        target = to_target(code)
+        if target is not None:
+            pairs.extend(Pair(clean_phrase(t) or t, target, src) for t, src in items)
+    if index_csv is not None:
+        pairs.extend(index_pairs(index_csv, to_target))
+    table = [row for path in phrase_tables for row in read_phrase_table(path)]
+    pairs.extend(abbreviation_pairs(table, pairs, to_target, max_variants=max_abbreviation_variants, rng=rng))
+    if codiesp_train is not None:
+        pairs.extend(codiesp_pairs(codiesp_train, to_target, targets, limit=max_codiesp_pairs))
+    pairs = _dedupe(pairs, targets)
+    train, test, held_out = split_pairs(
+        pairs, targets, test_fraction=test_family_fraction, max_test=max_test_queries, rng=rng
+    )
+    rng.shuffle(train)
+    train_codes = [c for c in targets if family(c) not in held_out]
+    counts: dict[str, int] = defaultdict(int)
+    for p in train:
+        counts[f"train_{p.source}"] += 1
+    for p in test:
+        counts[f"test_{p.source}"] += 1
+    return LinkingData(targets, train, test, held_out, build_siblings(train_codes), dict(sorted(counts.items())))
