@@ -20,6 +20,7 @@ from nlp.types import CodeInfo, TermEntry
 
 SOURCE_RANK = {"synonym": 0, "medication": 0, "description": 1, "inclusion": 2, "includes": 3, "index": 4}
 _PAREN = re.compile(r"\s*\([^)]*\)")
+_BREAK = re.compile(r"[.;:!?\n]")
 _ASIDE = re.compile(r"\([^()\n]{1,80}\)")
 _ICD = re.compile(r"^[A-Z][0-9][0-9A-Z](?:\.[0-9A-Z]{1,4})?$")
 _NEGATION_START = ("no ", "not ", "without ", "non ", "absence ", "negative ")
@@ -152,12 +153,12 @@ class Dictionary:
         Parenthetical asides are read twice, as written and skipped, so that "Typical
         (cavotricuspid isthmus-dependent) atrial flutter" still meets "typical atrial flutter"."""
         tokens = self._normalizer.tokens(text)
-        found = self._candidates(tokens)
+        found = self._candidates(tokens, text)
         asides = [(m.start(), m.end()) for m in _ASIDE.finditer(text)]
         if asides:
             kept = [t for t in tokens if not any(a <= t[1] < b for a, b in asides)]
             if len(kept) < len(tokens):
-                found.extend(self._candidates(kept))
+                found.extend(self._candidates(kept, text))
         found.sort(key=lambda f: (-f[2], f[0], f[1]))
         hits: list[Hit] = []
         for start, end, n, (key, codes_, source, _) in found:
@@ -167,8 +168,14 @@ class Dictionary:
         hits.sort(key=lambda h: h.start)
         return hits
 
-    def _candidates(self, tokens: Sequence[tuple[str, int, int]]) -> list[tuple[int, int, int, Any]]:
-        stream = TokenStream(tokens)
+    def _candidates(self, tokens: Sequence[tuple[str, int, int]], text: str) -> list[tuple[int, int, int, Any]]:
+        # A phrase never runs across a sentence or clause break: a marker token sits in each such gap.
+        marked: list[tuple[str, int, int]] = []
+        for i, tok in enumerate(tokens):
+            if i and _BREAK.search(text[tokens[i - 1][2]:tok[1]]):
+                marked.append(("|", tok[1], tok[1]))
+            marked.append(tok)
+        stream = TokenStream(marked)
         out = []
         for end_pos, value in self._automaton.iter(stream.string):
             start_pos = end_pos - len(value[0]) - 1  # the space before the key
