@@ -88,6 +88,7 @@ class SuggestionOut(BaseModel):
     rank: int
     evidence: list[EvidenceOut]
     flags: list[FlagOut] = Field(default_factory=list)
+    units: int = Field(default=1, ge=1, description="Units of service (CPT add-on counts); 1 for ICD-10-CM")
 
 
 class ExcludedOut(BaseModel):
@@ -126,6 +127,7 @@ class SuggestResponse(BaseModel):
                     evidence=[EvidenceOut(start=e.start, end=e.end, text=e.text, section=e.section,
                                           assertion=e.assertion) for e in s.evidence],
                     flags=[FlagOut(kind=f.kind, message=f.message) for f in s.flags],
+                    units=s.units,
                 )
                 for s in result.suggestions
             ],
