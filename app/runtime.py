@@ -40,10 +40,14 @@ def _encoder(settings: Settings, codebooks: CodebookRepository, codes: Any) -> A
     # Guarded by the module's existence only: a broken encoder must fail loudly, not silently vanish.
     if not settings.use_encoder or importlib.util.find_spec("nlp.encoder") is None:
         return None
-    from nlp.encoder import CodeLinker
+    from nlp.encoder import CodeLinker, default_model_dir
 
     owners = codebooks.instructions("icd10cm", "seven_chr_def").keys()
-    return CodeLinker(codes, settings.cache_dir, seventh_character_owners=owners)
+    # Until a fine-tuned adapter is committed, the base MiniLM is the encoder.
+    use_base = not (default_model_dir() / "model.json").is_file()
+    if use_base:
+        log.info("no fine-tuned encoder under %s; using the base model", default_model_dir())
+    return CodeLinker(codes, settings.cache_dir, seventh_character_owners=owners, use_base_model=use_base)
 
 
 def _service_detector(codebooks: CodebookRepository) -> Any | None:

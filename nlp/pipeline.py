@@ -132,7 +132,8 @@ class Pipeline:
         excluded = list(state.excluded)
         if "cpt" in request.code_systems and self.service_detector is not None:
             services, left_out = self.service_detector.detect(request.text, state.sections, request.setting)
-            suggestions.extend(services)
+            # One threshold for every system: a suggestion below it is not worth a coder's look.
+            suggestions.extend(s for s in services if s.score >= self.ranker.threshold)
             excluded.extend(left_out)
         suggestions = [replace(s, rank=i + 1) for i, s in enumerate(suggestions[: request.max_suggestions])]
         return CodingResult(

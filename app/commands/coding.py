@@ -211,12 +211,16 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print(json.dumps(report.as_dict(), indent=2))
             return
-        table = Table("system", "micro P", "micro R", "micro F1", "macro P", "macro R", "macro F1", "P@5", "MAP",
-                      "TP/pred/gold")
-        for system, s in report.systems.items():
-            table.add_row(system, *(f"{v:.3f}" for v in (s.micro_precision, s.micro_recall, s.micro_f1,
-                                                        s.macro_precision, s.macro_recall, s.macro_f1, s.p_at_5,
-                                                        s.map)), f"{s.true_positives}/{s.predicted}/{s.gold}")
+        systems = list(report.systems)
+        table = Table("metric", *systems)
+        for label, attr in (("micro precision", "micro_precision"), ("micro recall", "micro_recall"),
+                            ("micro F1", "micro_f1"), ("macro precision", "macro_precision"),
+                            ("macro recall", "macro_recall"), ("macro F1", "macro_f1"), ("P@5", "p_at_5"),
+                            ("MAP", "map")):
+            table.add_row(label, *(f"{getattr(report.systems[s], attr):.3f}" for s in systems))
+        table.add_row("TP / predicted / gold", *(
+            f"{report.systems[s].true_positives}/{report.systems[s].predicted}/{report.systems[s].gold}"
+            for s in systems))
         out.print(table)
         overlap = "n/a" if report.evidence_overlap_rate is None else f"{report.evidence_overlap_rate:.3f}"
         out.print(f"notes {report.notes}  suggestions {report.suggestions}  errors {report.errors}  "

@@ -128,8 +128,10 @@ class Dictionary:
             if term.code not in codes or is_seventh_character_code(term.code):
                 continue
             if term.source == "index":
+                # One-word index entries ("Impression", "Social", "Diabetic") are ordinary words in notes.
                 for variant in index_variants(term.text):
-                    add(variant, term.code, "index", 1)
+                    if " " in variant.strip():
+                        add(variant, term.code, "index", 1)
             else:
                 for variant in description_variants(term.text, strip):
                     add(variant, term.code, term.source, 1)
