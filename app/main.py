@@ -229,6 +229,9 @@ def create_app(settings: Settings | None = None, runtime: RuntimeLike | None = N
 
     for module in (health, suggest, review, validate, codes, fhir, admin):
         app.include_router(module.router)
+    from app.ui import routes as ui_routes
+
+    ui_routes.install(app, settings)
     # Room for the JSON wrapping of a note of max_note_chars characters (up to 4 UTF-8 bytes or a 6-byte escape).
     app.add_middleware(RequestContextMiddleware, metrics=metrics,
                        max_body_bytes=settings.max_note_chars * 6 + 64 * 1024)

@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     log_level: str = Field(default="INFO")
     use_encoder: bool = Field(default=True, description="Link unmatched problem phrases with the encoder")
     metrics_public: bool = Field(default=False, description="Serve /metrics without an admin API key")
+    session_secret: str = Field(default="", description="Signs UI session cookies; empty: a random secret "
+                                "kept in data_dir/ui_session_secret, shared by all workers")
 
     @field_validator("log_level")
     @classmethod
