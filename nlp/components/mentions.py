@@ -53,6 +53,31 @@ class EncoderMentions:
     _ITEM = re.compile(r"^\s*(?:\d{1,2}[.)]|[-*\u2022#])?\s*")
     _CLAUSE_END = re.compile(r"\s+(?:-|--|;|:)\s+|[.;:,(]")
 
+    _SPLIT = re.compile(r"[,;:()]|\s(?:and|with|without|but|or|due to|secondary to|after|which|who|that)\s", re.I)
+
+    def _clauses(self, text: str, s: int, e: int, whole_note: bool) -> list[tuple[int, int, str]]:
+        """Problem phrases of one sentence: the list item's head (sections), or every clause (whole note)."""
+        sentence = text[s:e]
+        lead = self._ITEM.match(sentence)
+        begin = lead.end() if lead else 0
+        if not whole_note:
+            cut = self._CLAUSE_END.search(sentence, begin)
+            pieces = [(begin, cut.start() if cut else len(sentence))]
+        else:
+            pieces, last = [], begin
+            for m in self._SPLIT.finditer(sentence, begin):
+                pieces.append((last, m.start()))
+                last = m.end()
+            pieces.append((last, len(sentence)))
+        out = []
+        for a, b in pieces:
+            chunk = sentence[a:b].strip(" .-\n\t")
+            if not chunk or not 2 <= len(chunk.split()) <= 10 or len(chunk) > 120:
+                continue
+            start = s + sentence.index(chunk, a)
+            out.append((start, start + len(chunk), chunk))
+        return out
+
     def __init__(self, scorer: Any, billable: set[str], min_cosine: float, sections: tuple[str, ...]) -> None:
         self._scorer = scorer
         self._billable = billable
@@ -61,24 +86,20 @@ class EncoderMentions:
 
     def __call__(self, state: NoteState) -> None:
         phrases: list[tuple[int, int, str]] = []
-        for sec, kind in zip(state.sections, state.section_kinds, strict=True):
-            if kind not in self._sections:
-                continue
+        regions = [(sec.start, sec.end) for sec, kind in zip(state.sections, state.section_kinds, strict=True)
+                   if kind in self._sections]
+        # A note without any assessment-like section (a case report, a letter): every clause is a candidate.
+        whole_note = not regions
+        if whole_note:
+            regions = [(0, len(state.text))]
+        for r_start, r_end in regions:
             for s, e in state.sentences:
-                if s < sec.start or e > sec.end:
+                if s < r_start or e > r_end:
                     continue
-                if any(sp.start < e and s < sp.end and sp.source != "medication" for sp in state.spans):
-                    continue
-                sentence = state.text[s:e]
-                lead = self._ITEM.match(sentence)
-                begin = lead.end() if lead else 0
-                cut = self._CLAUSE_END.search(sentence, begin)
-                stop = cut.start() if cut else len(sentence)
-                phrase = sentence[begin:stop].strip()
-                if len(phrase.split()) < 2 or len(phrase) > 120:
-                    continue
-                start = s + sentence.index(phrase, begin)
-                phrases.append((start, start + len(phrase), phrase))
+                for start, end, phrase in self._clauses(state.text, s, e, whole_note):
+                    if any(sp.start < end and start < sp.end and sp.source != "medication" for sp in state.spans):
+                        continue
+                    phrases.append((start, end, phrase))
         if not phrases:
             return
         results = self._scorer.link([p for _, _, p in phrases], k=3)
