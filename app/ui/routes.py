@@ -7,10 +7,11 @@ rendered only through Jinja's autoescaping and never logged.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,22 +51,32 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
 }
 
-router = APIRouter(prefix="/ui", include_in_schema=False)
-
-
 @dataclass
 class UiState:
-    signer: SessionSigner
+    settings: Settings
     templates: Environment
+    signer: SessionSigner | None = None
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # At start-up, not in create_app: building an app (e.g. for its OpenAPI document) writes no secret file.
+    ui: UiState = app.state.ui
+    settings = ui.settings
+    secret = settings.session_secret.encode() if settings.session_secret else load_or_create_secret(
+        settings.data_dir)
+    ui.signer = SessionSigner(secret)
+    yield
+
+
+router = APIRouter(prefix="/ui", include_in_schema=False, lifespan=_lifespan)
 
 
 def install(app: FastAPI, settings: Settings) -> None:
-    """Mount the UI pages and their static files on `app`."""
-    secret = settings.session_secret.encode() if settings.session_secret else load_or_create_secret(
-        settings.data_dir)
+    """Mount the UI pages and their static files on `app`; the session secret is read at start-up."""
     env = Environment(loader=FileSystemLoader(UI_DIR / "templates"), autoescape=True,
                       trim_blocks=True, lstrip_blocks=True)
-    app.state.ui = UiState(signer=SessionSigner(secret), templates=env)
+    app.state.ui = UiState(settings=settings, templates=env)
     app.include_router(router)
     app.mount("/ui/static", StaticFiles(directory=UI_DIR / "static"), name="ui-static")
 
@@ -73,6 +84,13 @@ def install(app: FastAPI, settings: Settings) -> None:
 # ---- plumbing ---------------------------------------------------------------------------------
 def _ui(request: Request) -> UiState:
     return request.app.state.ui  # type: ignore[no-any-return]
+
+
+def _signer(request: Request) -> SessionSigner:
+    signer = _ui(request).signer
+    if signer is None:
+        raise ApiError("not_ready", "the service is starting; retry shortly")
+    return signer
 
 
 def _services(request: Request) -> Services:
@@ -83,7 +101,7 @@ def _services(request: Request) -> Services:
 
 
 def _session(request: Request) -> SessionData | None:
-    return _ui(request).signer.loads(request.cookies.get(COOKIE))
+    return _signer(request).loads(request.cookies.get(COOKIE))
 
 
 def _principal(request: Request, services: Services) -> tuple[Principal, SessionData] | None:
@@ -101,7 +119,7 @@ def _principal(request: Request, services: Services) -> tuple[Principal, Session
 def _render(request: Request, template: str, context: Mapping[str, Any], *, status: int = 200,
             session: SessionData | None = None, set_cookie: bool = False) -> HTMLResponse:
     ui = _ui(request)
-    ctx = {"request": request, "csrf": ui.signer.csrf_token(session) if session else "", **context}
+    ctx = {"request": request, "csrf": _signer(request).csrf_token(session) if session else "", **context}
     response = HTMLResponse(ui.templates.get_template(template).render(ctx), status_code=status,
                             headers=SECURITY_HEADERS)
     if set_cookie and session is not None:
@@ -110,7 +128,7 @@ def _render(request: Request, template: str, context: Mapping[str, Any], *, stat
 
 
 def _set_cookie(request: Request, response: Response, session: SessionData) -> None:
-    response.set_cookie(COOKIE, _ui(request).signer.dumps(session), max_age=_ui(request).signer.ttl_s,
+    response.set_cookie(COOKIE, _signer(request).dumps(session), max_age=_signer(request).ttl_s,
                         path="/ui", httponly=True, samesite="lax", secure=request.url.scheme == "https")
 
 
@@ -142,7 +160,7 @@ def login_form(request: Request) -> Response:
     if _principal(request, services) is not None:
         return _redirect("/ui/")
     current = _session(request)
-    session = current if current is not None and current.user is None else _ui(request).signer.new()
+    session = current if current is not None and current.user is None else _signer(request).new()
     return _render(request, "login.html", {"next": _safe_next(request.query_params.get("next"))},
                    session=session, set_cookie=session is not current)
 
@@ -151,7 +169,7 @@ def login_form(request: Request) -> Response:
 async def login(request: Request) -> Response:
     services = _services(request)
     form = await request.form()
-    signer = _ui(request).signer
+    signer = _signer(request)
     current = _session(request)
     next_url = _safe_next(form.get("next"))
     if not signer.check_csrf(current, str(form.get("csrf", ""))):
@@ -192,7 +210,7 @@ def logout_form(request: Request) -> Response:
 @router.post("/logout")
 async def logout(request: Request) -> Response:
     form = await request.form()
-    if not _ui(request).signer.check_csrf(_session(request), str(form.get("csrf", ""))):
+    if not _signer(request).check_csrf(_session(request), str(form.get("csrf", ""))):
         return _redirect("/ui/logout")
     response = _redirect("/ui/login")
     response.delete_cookie(COOKIE, path="/ui", httponly=True, samesite="lax")
@@ -325,7 +343,7 @@ async def submit_review(request: Request, request_id: str) -> Response:
     if who is None:
         return _to_login(request)
     principal, session = who
-    if not _ui(request).signer.check_csrf(session, str(form.get("csrf", ""))):
+    if not _signer(request).check_csrf(session, str(form.get("csrf", ""))):
         return await run_in_threadpool(lambda: _request_page(
             request, services, who, request_id, status=403,
             message="The form expired. Your changes were not saved; please make them again."))

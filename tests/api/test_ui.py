@@ -355,6 +355,12 @@ def test_workers_share_the_session_secret(tmp_path: Path, ui_api: Api) -> None:
         assert second.get("/ui/", follow_redirects=False).status_code == 200
     secret = ui_api.settings.data_dir / SECRET_FILE
     assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    # Building an app writes nothing (schemathesis builds one just for its OpenAPI document); starting it does.
+    fresh = tmp_path / "fresh"
+    built = create_app(Settings(data_dir=fresh, database_url=ui_api.settings.database_url), runtime=ui_api.runtime)
+    assert not (fresh / SECRET_FILE).exists()
+    with TestClient(built):
+        assert (fresh / SECRET_FILE).exists()
     # A configured secret replaces the file: cookies signed with the file's secret are not accepted.
     configured = create_app(Settings(data_dir=tmp_path, database_url=ui_api.settings.database_url,
                                      session_secret="x" * 40), runtime=ui_api.runtime)
