@@ -68,6 +68,7 @@ class Coder:
         self._drop_generic_words(state)
         self._refine_qualifiers(state)
         self._value_dependencies(state)
+        self._external_causes(state)
         self._encounter_findings(state)
 
     def _medication(self, state: NoteState, span: Span) -> None:
@@ -91,7 +92,9 @@ class Coder:
             self._exclude(state, span, span.assertion)
             return
         if span.codes:
-            self._add(state, span.codes[0], [span], rule="pattern")
+            code = self._code(state, span, span.codes[0], [])
+            if code and not state.findings[code].rule:
+                state.findings[code].rule = "pattern"
             return
         numbers = _NUMBER.findall(span.value)
         if not numbers:
@@ -102,6 +105,8 @@ class Coder:
             code = g.bmi_code(value, state.request.patient.age, percentile=kind == "bmi_pediatric")
             if code:
                 self._add(state, code, [span], rule="bmi")
+        elif kind == "blood_alcohol":
+            self._add(state, g.blood_alcohol_code(value), [span], rule="blood_alcohol")
         elif kind.startswith("gestational_weeks"):
             code = g.gestation_code(int(value))
             if code:
@@ -161,14 +166,15 @@ class Coder:
         return any(s.source == "medication" and s.codes and s.codes[0] in ("Z79.810", "Z79.811", "Z79.631")
                    and s.assertion == "present" for s in state.spans)
 
-    def _code(self, state: NoteState, span: Span, code: str, flags: list[Flag]) -> None:
+    def _code(self, state: NoteState, span: Span, code: str, flags: list[Flag]) -> str | None:
         code = self._sex_consistent(state, span, code)
         billable = g.specify(self.tree, code, span.text + " " + self._context(state, span), self.rules)
         if billable is None:
-            return
+            return None
         if billable != code and not self.tree.is_billable(code):
             flags = [*flags, Flag("specificity", f"{code} is a category; coded to {billable}")]
         self._add(state, billable, [span], flags=flags)
+        return billable if billable in state.findings else None
 
     def _sex_consistent(self, state: NoteState, span: Span, code: str) -> str:
         """Among a phrase's codes, the first whose wording fits the patient's sex (female vs male breast)."""
@@ -347,3 +353,34 @@ class Coder:
                     state.findings.pop(c)
                     self._add(state, sib, f.spans, rule=f.rule, flags=f.flags)
                     break
+
+    def _external_causes(self, state: NoteState) -> None:
+        """External-cause codes (mechanism V/W/X, place Y92, activity Y93) only accompany an injury; one
+        place and one activity; the status (Y99) follows the mechanism. Blood alcohol (Y90) only with an
+        alcohol-related code."""
+        injured = any(c[0] in "ST" and not ("T36" <= c[:3] <= "T50") for c in state.findings)
+        external = [c for c in state.findings if c[0] in "VWXY" and not c.startswith("Y90")]
+        if not injured:
+            for c in external:
+                del state.findings[c]
+        else:
+            for prefix in ("Y92", "Y93"):
+                same = sorted((c for c in external if c.startswith(prefix)),
+                              key=lambda c: min(s.start for s in state.findings[c].spans))
+                for c in same[1:]:
+                    del state.findings[c]
+            mechanisms = [c for c in state.findings if c[0] in "VWX"]
+            if mechanisms:
+                spans = state.findings[mechanisms[0]].spans
+                text = " ".join(state.text[s.sentence[0]:s.sentence[1]] for s in spans).lower()
+                status = self.rules["external_cause_status"]
+                code = status["default_code"]
+                if any(cue in text for cue in status["work"]):
+                    code = status["work_code"]
+                elif any(cue in text for cue in status["military"]):
+                    code = status["military_code"]
+                self._add(state, code, spans, rule="pattern",
+                          flags=[Flag("external_cause", "external cause status follows the mechanism")])
+        if not any(c.startswith("F10") for c in state.findings):
+            for c in [c for c in state.findings if c.startswith("Y90")]:
+                del state.findings[c]

@@ -20,6 +20,10 @@ from nlp.types import CodeInfo, TermEntry
 
 SOURCE_RANK = {"synonym": 0, "medication": 0, "description": 1, "inclusion": 2, "includes": 3, "index": 4}
 _PAREN = re.compile(r"\s*\([^)]*\)")
+_INJURY = re.compile(
+    r"^(laceration|puncture wound|abrasion|contusion|sprain|strain|open bite|superficial foreign body)"
+    r"( without foreign body| with foreign body)? of (?:the )?(.+)$"
+)
 _BREAK = re.compile(r"[.;:!?\n]")
 _ASIDE = re.compile(r"\([^()\n]{1,80}\)")
 _ICD = re.compile(r"^[A-Z][0-9][0-9A-Z](?:\.[0-9A-Z]{1,4})?$")
@@ -62,6 +66,15 @@ def description_variants(description: str, strip: Sequence[str]) -> set[str]:
             g = g.replace(s, " ")
         out.add(" ".join(g.replace(",", " ").split()))
         out.add(" ".join(f.replace(",", " ").split()))
+    for o in list(out):
+        m = _INJURY.match(o)
+        if m:
+            injury, fb, site = m.group(1), m.group(2) or "", m.group(3)
+            # "Laceration without foreign body of scalp" is written "scalp laceration" or
+            # "laceration of scalp without foreign body"; no foreign body is the default.
+            out.add(f"{site} {injury}")
+            out.add(f"{injury} of {site}{fb}")
+            out.add(f"{injury} of {site}")
     return {o for o in out if o}
 
 

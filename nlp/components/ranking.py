@@ -23,6 +23,7 @@ RULE_BASE = {
     "family_history": 0.35,
     "bmi": 0.55,
     "gestation": 0.6,
+    "blood_alcohol": 0.55,
     "pattern": 0.55,
 }
 MAX_EVIDENCE = 6
@@ -41,7 +42,7 @@ def finding_score(f: Finding, rules: Mapping[str, Any]) -> float:
         per_span.append(base)
     score = max(per_span) if per_span else 0.3
     if f.rule in RULE_BASE:
-        score = max(RULE_BASE[f.rule], score if f.rule == "pattern" else 0.0)
+        score = max(RULE_BASE[f.rule], score if f.rule in ("pattern", "blood_alcohol") else 0.0)
         if f.rule == "family_history" and f.code.startswith("Z80"):
             # A family history of cancer changes screening and is routinely reported; others less so.
             score += 0.15

@@ -133,6 +133,15 @@ def bmi_code(value: float, age: int | None, percentile: bool) -> str | None:
     return "Z68.45"
 
 
+def blood_alcohol_code(mg_per_dl: float) -> str:
+    """Y90 code for a blood alcohol level in mg/dL (= mg/100 ml)."""
+    for upper, code in ((20, "Y90.0"), (40, "Y90.1"), (60, "Y90.2"), (80, "Y90.3"), (100, "Y90.4"),
+                        (120, "Y90.5"), (200, "Y90.6"), (240, "Y90.7")):
+        if mg_per_dl < upper:
+            return code
+    return "Y90.8"
+
+
 def gestation_code(weeks: int) -> str | None:
     """Z3A code for completed weeks of gestation."""
     if weeks < 8:

@@ -157,3 +157,35 @@ def test_resource_codes_exist_in_the_code_set(codebook_repository: CodebookRepos
     listed += [p["code"] for p in res.patterns if p.get("code")]
     missing = sorted({c for c in listed if c not in all_codes})
     assert missing == []
+
+
+@pytest.mark.slow
+class TestInjuryAndExternalCauses:
+    NOTE = ("ED NOTE\nHPI: Tripped and fell on the sidewalk while walking to the store; scalp laceration.\n"
+            "Labs: Blood alcohol 250 mg/dL.\nImpression:\n1. Laceration of scalp without foreign body.\n"
+            "2. Alcohol dependence with intoxication, uncomplicated.\n")
+
+    def test_injury_brings_mechanism_place_activity_status(self, coding_pipeline: Pipeline) -> None:
+        got = codes(code_note(coding_pipeline, self.NOTE, setting="emergency"))
+        assert {"S01.01XA", "W01.0XXA", "Y92.480", "Y93.01", "Y99.8"} <= got
+
+    def test_blood_alcohol_level_with_an_alcohol_diagnosis(self, coding_pipeline: Pipeline) -> None:
+        got = codes(code_note(coding_pipeline, self.NOTE, setting="emergency"))
+        assert {"F10.220", "Y90.8"} <= got
+
+    def test_external_causes_never_without_an_injury(self, coding_pipeline: Pipeline) -> None:
+        note = ("HPI: Walks on the sidewalk daily. Fell from a ladder 10 years ago, no injury.\n"
+                "Assessment: Hypertension.")
+        got = codes(code_note(coding_pipeline, note), min_score=0.0)
+        assert not any(c[0] in "VWXY" for c in got)
+
+    def test_work_related_status(self, coding_pipeline: Pipeline) -> None:
+        note = "HPI: Fell from a ladder at work.\nImpression: Colles fracture of right radius."
+        got = codes(code_note(coding_pipeline, note, setting="emergency"))
+        assert {"S52.531A", "W11.XXXA", "Y99.0"} <= got and "Y99.8" not in got
+
+
+def test_blood_alcohol_codes() -> None:
+    assert g.blood_alcohol_code(10) == "Y90.0"
+    assert g.blood_alcohol_code(150) == "Y90.6"
+    assert g.blood_alcohol_code(268) == "Y90.8"
