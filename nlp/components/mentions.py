@@ -88,8 +88,8 @@ class EncoderMentions:
         phrases: list[tuple[int, int, str]] = []
         regions = [(sec.start, sec.end) for sec, kind in zip(state.sections, state.section_kinds, strict=True)
                    if kind in self._sections]
-        # A note without any assessment-like section (a case report, a letter): every clause is a candidate.
-        whole_note = not regions
+        # A note without any section header (a case report, a letter): every clause is a candidate.
+        whole_note = not state.sections
         if whole_note:
             regions = [(0, len(state.text))]
         for r_start, r_end in regions:
