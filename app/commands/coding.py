@@ -66,6 +66,77 @@ def _read_lines(path: Path) -> Iterator[tuple[int, str]]:
         yield from enumerate(fh, start=1)
 
 
+def code_raw_line(pipeline: Any, line_no: int, line: str, default_setting: str | None) -> dict[str, Any]:
+    """One output row for one raw input line of a batch file."""
+    if not line.strip():
+        return {"id": None, "error": _error("empty_line", f"line {line_no} is empty")}
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return {"id": None, "error": _error("invalid_json", f"line {line_no}: {exc.msg}")}
+    row, _ = code_line(pipeline, obj, default_setting)
+    return row
+
+
+def _line_id(line: str) -> Any:
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return obj.get("id") if isinstance(obj, dict) else None
+
+
+def _resume_point(out_path: Path) -> tuple[int, set[Any]]:
+    """Complete lines and ids already in OUT; a torn last line (the previous run died mid-write) is cut off."""
+    if not out_path.is_file():
+        return 0, set()
+    raw = out_path.read_bytes()
+    if raw and not raw.endswith(b"\n"):
+        raw = raw[: raw.rfind(b"\n") + 1]
+        out_path.write_bytes(raw)
+    lines = raw.decode("utf-8").splitlines()
+    ids = {_line_id(line) for line in lines}
+    ids.discard(None)
+    return len(lines), ids
+
+
+_worker_runtime: Any = None
+
+
+def _init_worker() -> None:
+    global _worker_runtime
+    from app.runtime import build_runtime
+    from app.settings import Settings
+
+    _worker_runtime = build_runtime(Settings())
+
+
+def _work(item: tuple[int, str, str | None]) -> dict[str, Any]:
+    line_no, line, setting = item
+    return code_raw_line(_worker_runtime.pipeline, line_no, line, setting)
+
+
+def _code_lines(todo: list[tuple[int, str]], setting: str | None, workers: int) -> Iterator[dict[str, Any]]:
+    """Rows in input order: in this process for one worker, else in a pool of processes."""
+    if not todo:
+        return
+    if workers == 1:
+        runtime = _runtime()
+        try:
+            for line_no, line in todo:
+                yield code_raw_line(runtime.pipeline, line_no, line, setting)
+        finally:
+            runtime.close()
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    _runtime().close()  # builds the dictionary and encoder caches once, before the workers read them
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker) as pool:
+        yield from pool.map(_work, [(n, line, setting) for n, line in todo], chunksize=4)
+
+
 def register(app: typer.Typer) -> None:
     """Add the coding commands to `app`."""
 
@@ -126,38 +197,31 @@ def register(app: typer.Typer) -> None:
         infile: Annotated[Path, typer.Argument(help="JSONL: one {id, text, setting?, ...} per line")],
         out_path: Annotated[Path, typer.Option("--out", help="Output JSONL, one line per input line")],
         setting: SettingOpt = None,
-        workers: Annotated[int, typer.Option(min=1, help="Parallel workers (1 for now)")] = 1,
+        workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes, each with its own pipeline")] = 1,
+        resume: Annotated[bool, typer.Option(help="Skip ids already in OUT and append the rest")] = False,
     ) -> None:
         """Code a JSONL file of notes; a bad line gives an error line and never stops the job."""
         from app.cli import err, fail, progress_bars
 
         if not infile.is_file():
             raise fail(f"{infile}: no such file")
-        if workers != 1:
-            err.print("[yellow]note:[/yellow] --workers > 1 is not available yet; running with 1 worker")
-        total = sum(1 for _ in _read_lines(infile))
-        runtime = _runtime()
+        written, done_ids = _resume_point(out_path) if resume else (0, set())
+        # Output lines follow input order, so the first `written` input lines are done; ids catch the rest
+        # (an OUT that was produced from a reordered or edited input).
+        todo = [(n, line) for n, line in _read_lines(infile) if n > written and _line_id(line) not in done_ids]
+        skipped = sum(1 for _ in _read_lines(infile)) - len(todo)
         done = failed = 0
-        try:
-            with progress_bars() as factory, out_path.open("w", encoding="utf-8") as sink:
-                update = factory("notes")  # type: ignore[operator]
-                for line_no, line in _read_lines(infile):
-                    if not line.strip():
-                        row: dict[str, Any] = {"id": None, "error": _error("empty_line", f"line {line_no} is empty")}
-                    else:
-                        try:
-                            obj = json.loads(line)
-                        except json.JSONDecodeError as exc:
-                            row = {"id": None, "error": _error("invalid_json", f"line {line_no}: {exc.msg}")}
-                        else:
-                            row, _ = code_line(runtime.pipeline, obj, setting)
-                    failed += int("error" in row)
-                    done += 1
-                    sink.write(json.dumps(row, ensure_ascii=False) + "\n")
-                    update(done, total)
-        finally:
-            runtime.close()
-        err.print(f"{done} line(s), {failed} error(s) -> {out_path}")
+        with progress_bars() as factory, out_path.open("a" if resume else "w", encoding="utf-8") as sink:
+            update = factory("notes")  # type: ignore[operator]
+            update(0, len(todo))
+            for row in _code_lines(todo, setting, workers):
+                failed += int("error" in row)
+                done += 1
+                sink.write(json.dumps(row, ensure_ascii=False) + "\n")
+                sink.flush()  # a crash loses at most the line being written; --resume picks up after it
+                update(done, len(todo))
+        resumed = f", {skipped} already done" if resume else ""
+        err.print(f"{done} line(s), {failed} error(s){resumed} -> {out_path}")
 
     @app.command("evaluate")
     def evaluate_cmd(

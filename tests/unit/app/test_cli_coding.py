@@ -91,3 +91,47 @@ def test_evaluate_json_on_a_small_gold_file(cli_env: dict[str, str], tmp_path: P
     assert icd["true_positives"] == 3 and icd["gold"] == 4
     assert report["trap_violations"] == 0
     assert report["evidence_valid_rate"] == 1.0
+
+
+def _batch_input(tmp_path: Path, n: int) -> Path:
+    src = tmp_path / "in.jsonl"
+    notes = [{"id": f"n{i}", "text": NOTE if i % 2 else "Impression: Acute maxillary sinusitis. No fever."}
+             for i in range(n)]
+    src.write_text("".join(json.dumps(x) + "\n" for x in notes[:2]) + "{torn json\n"
+                   + "".join(json.dumps(x) + "\n" for x in notes[2:]))
+    return src
+
+
+def test_batch_resume_codes_only_what_is_missing(cli_env: dict[str, str], tmp_path: Path) -> None:
+    src = _batch_input(tmp_path, 6)
+    full = tmp_path / "full.jsonl"
+    assert run(cli_env, "batch", str(src), "--out", str(full)).exit_code == 0
+    expected = [json.loads(x) for x in full.read_text().splitlines()]
+    assert len(expected) == 7
+    # A run that died after three lines, in the middle of writing the fourth.
+    lines = full.read_text().splitlines(keepends=True)
+    partial = tmp_path / "partial.jsonl"
+    partial.write_text("".join(lines[:3]) + lines[3][:20])
+    result = run(cli_env, "batch", str(src), "--out", str(partial), "--resume")
+    assert result.exit_code == 0, result.output
+    assert "3 already done" in result.output
+    resumed = [json.loads(x) for x in partial.read_text().splitlines()]
+    assert [r["id"] for r in resumed] == [r["id"] for r in expected]
+    assert [sorted(s["code"] for s in r.get("suggestions", [])) for r in resumed] == [
+        sorted(s["code"] for s in r.get("suggestions", [])) for r in expected
+    ]
+    # Nothing left to do: resuming again writes nothing.
+    assert run(cli_env, "batch", str(src), "--out", str(partial), "--resume").exit_code == 0
+    assert len(partial.read_text().splitlines()) == 7
+
+
+def test_batch_workers_keep_input_order(cli_env: dict[str, str], tmp_path: Path) -> None:
+    src = _batch_input(tmp_path, 8)
+    one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
+    assert run(cli_env, "batch", str(src), "--out", str(one)).exit_code == 0
+    result = run(cli_env, "batch", str(src), "--out", str(two), "--workers", "2")
+    assert result.exit_code == 0, result.output
+    strip = lambda rows: [(r["id"], sorted(s["code"] for s in r.get("suggestions", [])), r.get("error"))  # noqa: E731
+                          for r in rows]
+    assert strip([json.loads(x) for x in two.read_text().splitlines()]) == strip(
+        [json.loads(x) for x in one.read_text().splitlines()])
