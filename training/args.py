@@ -34,6 +34,9 @@ class TrainingArguments:
     synonym_files: list[str] = field(default_factory=lambda: ["nlp/resources/synonyms.csv"])
     max_abbreviation_variants: int = 25
     max_codiesp_pairs: int = 3000
+    # Times each pair of a source appears per epoch (index_softmax): the few abbreviation and synonym pairs
+    # would otherwise be seen less than once in a short run.
+    source_weights: dict[str, int] = field(default_factory=dict)
 
     # Held-out linking split: whole 3-character categories the model never sees.
     test_family_fraction: float = 0.08

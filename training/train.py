@@ -97,14 +97,17 @@ def _batches(
     return out
 
 
-def _index_batches(data: LinkingData, batch_size: int, steps: int, rng: random.Random) -> list[list[Pair]]:
-    """`steps` batches of training pairs, reshuffled every epoch; pairs of similar length share a batch
-    (within pools of 16 batches) so that little compute goes to padding."""
+def _index_batches(
+    data: LinkingData, batch_size: int, steps: int, rng: random.Random, weights: dict[str, int] | None = None
+) -> list[list[Pair]]:
+    """`steps` batches of training pairs, reshuffled every epoch, each pair repeated `weights[source]` times
+    per epoch; pairs of similar length share a batch (within pools of 16 batches) to save padding."""
     if not data.train:
         raise ValueError("no training pairs: check the data sources of the config")
+    weights = weights or {}
     out: list[list[Pair]] = []
     while len(out) < steps:
-        epoch = list(data.train)
+        epoch = [p for p in data.train for _ in range(max(1, int(weights.get(p.source, 1))))]
         rng.shuffle(epoch)
         pool_size = batch_size * 16
         batches: list[list[Pair]] = []
@@ -192,7 +195,7 @@ def train(args: TrainingArguments, data: LinkingData | None = None) -> TrainResu
             train_rows = [i for i, c in enumerate(target_codes) if c[:3] not in held_out]
             row_of = {target_codes[i]: j for j, i in enumerate(train_rows)}
             index_loss = IndexSoftmaxLoss(torch.from_numpy(target_matrix[train_rows]), args.scale)
-            batches_ix = _index_batches(data, args.batch_size, args.max_steps, rng)
+            batches_ix = _index_batches(data, args.batch_size, args.max_steps, rng, args.source_weights)
 
             def step_loss(i: int) -> Any:
                 batch = batches_ix[i]
