@@ -41,16 +41,19 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-def alembic_config(engine: Engine) -> Config:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    cfg.attributes["engine"] = engine
-    return cfg
+def run_migrations(engine: Engine, migrations_dir: Path) -> None:
+    """Upgrade the tables of one Alembic environment (its own version table) to its latest revision.
+
+    `codebooks` and `app` each keep their own environment; this is the one way both are applied.
+    """
+    with engine.begin() as conn:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(migrations_dir))
+        cfg.attributes["engine"] = engine
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
 
 
 def migrate(engine: Engine) -> None:
     """Create or upgrade the code-set schema to the latest revision."""
-    with engine.begin() as conn:
-        cfg = alembic_config(engine)
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+    run_migrations(engine, MIGRATIONS_DIR)

@@ -6,27 +6,17 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
+
+from codebooks.db import run_migrations
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
-def alembic_config(engine: Engine) -> Config:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    cfg.attributes["engine"] = engine
-    return cfg
-
-
 def migrate_app(engine: Engine) -> None:
     """Create or upgrade the service tables (api keys, users, runs, reviews, notes, audit) to the latest revision."""
-    with engine.begin() as conn:
-        cfg = alembic_config(engine)
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+    run_migrations(engine, MIGRATIONS_DIR)
 
 
 def is_sqlite(engine: Engine) -> bool:

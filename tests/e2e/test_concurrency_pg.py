@@ -13,12 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -33,8 +29,8 @@ from app.models import AuditRecord, SuggestionRun
 from app.settings import Settings
 from codebooks.db import make_engine
 from tests.api.support import auth, keyword_runtime, make_keys
+from tests.e2e.serving import serving
 
-REPO = Path(__file__).resolve().parents[2]
 WORKERS = 4
 REQUESTS = 400
 NOTE = "Assessment: Type 2 diabetes mellitus with diabetic polyneuropathy. Essential hypertension. Venipuncture."
@@ -45,49 +41,18 @@ def create_keyword_app() -> FastAPI:
     return create_app(Settings(), runtime_factory=lambda s: keyword_runtime(s.resolved_database_url))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(pg_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
     engine = make_engine(pg_database_url)
     keys = make_keys(engine)
     engine.dispose()
-    port = free_port()
     data_dir = tmp_path_factory.mktemp("serve")
-    log = data_dir / "server.log"
     env = {**os.environ, "NOTECODER_DATABASE_URL": pg_database_url, "NOTECODER_LOG_LEVEL": "WARNING",
            "NOTECODER_DATA_DIR": str(data_dir), "NOTECODER_USE_ENCODER": "false"}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--workers", str(WORKERS), "--port", str(port)],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 150
-        while True:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the workers did not become ready in 150 s"
-            time.sleep(0.5)
+    with serving(["--workers", str(WORKERS)], env, data_dir / "server.log", ready_within=150) as base:
         # Give the remaining workers their start-up: requests must be spread over all of them.
         time.sleep(5)
         yield base, keys
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 async def fire(base: str, key: str, n: int) -> list[httpx.Response]:
