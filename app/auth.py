@@ -148,10 +148,17 @@ def create_user(session: Session, username: str, role: str, password: str) -> Us
     return user
 
 
+_DUMMY_HASH = f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${'A' * 24}${'A' * 44}"
+
+
 def authenticate_user(session: Session, username: str, password: str) -> Principal | None:
     """The principal for a UI login, or None when the name or password is wrong."""
     user = session.scalar(select(User).where(User.username == username, User.is_active))
-    if user is None or not check_password(password, user.password_hash):
+    if user is None:
+        # Spend the same scrypt work as for a real user, so timing does not tell which names exist.
+        check_password(password, _DUMMY_HASH)
+        return None
+    if not check_password(password, user.password_hash):
         return None
     return Principal(kind="user", name=user.username, role=user.role)
 
