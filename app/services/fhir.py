@@ -229,6 +229,9 @@ def _suggestion_extensions(s: Any) -> list[dict[str, Any]]:
         {"url": f"{EXTENSION_BASE}:score", "valueDecimal": s.score},
         {"url": f"{EXTENSION_BASE}:rank", "valueInteger": s.rank},
     ]
+    if s.system != "icd10cm":
+        # R4 Procedure has no quantity: units of service (add-on counts, lesions, components) ride here.
+        ext.append({"url": f"{EXTENSION_BASE}:units", "valueInteger": s.units})
     for e in s.evidence:
         ext.append({"url": f"{EXTENSION_BASE}:evidence", "extension": [
             {"url": "start", "valueInteger": e.start},

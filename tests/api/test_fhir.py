@@ -74,6 +74,8 @@ def test_parameters_in_conditions_and_procedures_out(api: Api) -> None:
     assert isinstance(procedure, Procedure)
     assert procedure.code.coding[0].system == "http://www.ama-assn.org/go/cpt"
     assert procedure.code.coding[0].code == "36415"
+    assert next(e for e in procedure.extension if e.url.endswith(":units")).valueInteger == 1
+    assert not any(e.url.endswith(":units") for e in condition.extension)
 
 
 def test_encounter_and_patient_feed_the_coding_request(api: Api) -> None:
