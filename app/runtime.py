@@ -5,7 +5,6 @@ The HTTP lifespan and the CLI (suggest, batch, evaluate) both call `build_runtim
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from app.settings import Settings
 from codebooks.bootstrap import prepare_database
 from codebooks.db import make_engine
 from codebooks.repository import CodebookRepository
+from nlp.components.services import ServiceDetector
 from nlp.config import PipelineConfig
 from nlp.pipeline import Pipeline, build_pipeline
 
@@ -37,9 +37,9 @@ class Runtime:
 
 
 def _encoder(settings: Settings, codebooks: CodebookRepository, codes: Any) -> Any | None:
-    # Guarded by the module's existence only: a broken encoder must fail loudly, not silently vanish.
-    if not settings.use_encoder or importlib.util.find_spec("nlp.encoder") is None:
+    if not settings.use_encoder:
         return None
+    # Imported here: torch/onnxruntime are only paid for when the encoder is on.
     from nlp.encoder import CodeLinker, default_model_dir
 
     owners = codebooks.instructions("icd10cm", "seven_chr_def").keys()
@@ -50,11 +50,9 @@ def _encoder(settings: Settings, codebooks: CodebookRepository, codes: Any) -> A
     return CodeLinker(codes, settings.cache_dir, seventh_character_owners=owners, use_base_model=use_base)
 
 
-def _service_detector(codebooks: CodebookRepository) -> Any | None:
-    if importlib.util.find_spec("nlp.components.services") is None or not codebooks.versions("cpt"):
+def _service_detector(codebooks: CodebookRepository) -> ServiceDetector | None:
+    if not codebooks.versions("cpt"):
         return None
-    from nlp.components.services import ServiceDetector
-
     return ServiceDetector(codebooks.codes("cpt"))
 
 
