@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import pickle
 import threading
 import time
@@ -170,7 +171,9 @@ def _dictionary(
     dictionary = Dictionary.build(normalizer, codes, terms, resources.synonyms, resources.medications, resources.rules)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        # A name of this process's own: several workers may build the same cache at once; the last
+        # atomic rename wins and every reader sees a whole file.
+        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
         with tmp.open("wb") as fh:
             pickle.dump((dictionary._automaton, dictionary.phrase_count), fh, protocol=pickle.HIGHEST_PROTOCOL)
         tmp.replace(path)

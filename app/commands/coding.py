@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,6 +13,7 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from app.schemas import SuggestRequest, SuggestResponse
+from app.services.batch import code_line
 
 SettingOpt = Annotated[str | None, typer.Option(help="outpatient (default), inpatient or emergency")]
 
@@ -29,112 +29,6 @@ def _runtime(use_encoder: bool | None = None):  # type: ignore[no-untyped-def]
             return build_runtime(Settings(), progress=factory, use_encoder=use_encoder)  # type: ignore[arg-type]
     except CodebookError as exc:
         raise fail(exc.message, 1) from exc
-
-
-def _error(code: str, message: str) -> dict[str, str]:
-    return {"code": code, "message": message}
-
-
-def code_line(pipeline: Any, obj: Any, default_setting: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Code one batch/gold object. Returns (output line, response dict or {}); never raises for bad input."""
-    from nlp.errors import NlpError
-
-    if not isinstance(obj, dict):
-        return {"id": None, "error": _error("invalid_line", "each line must be a JSON object")}, {}
-    note_id = obj.get("id")
-    fields = {k: obj[k] for k in ("text", "setting", "date_of_service", "patient", "code_systems", "max_suggestions")
-              if k in obj and obj[k] is not None}
-    if "setting" not in fields and default_setting:
-        fields["setting"] = default_setting
-    try:
-        request = SuggestRequest(**fields)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "line"
-        return {"id": note_id, "error": _error("invalid_request", f"{where}: {first.get('msg', 'invalid')}")}, {}
-    try:
-        result = pipeline.code(request.to_coding_request())
-    except NlpError as exc:
-        return {"id": note_id, "error": _error(exc.code, exc.message)}, {}
-    response = SuggestResponse.from_result(result, str(uuid.uuid4()), note_id=str(note_id) if note_id else None)
-    body = response.model_dump(mode="json")
-    return {"id": note_id, "suggestions": body["suggestions"]}, body
-
-
-def _read_lines(path: Path) -> Iterator[tuple[int, str]]:
-    with path.open(encoding="utf-8") as fh:
-        yield from enumerate(fh, start=1)
-
-
-def code_raw_line(pipeline: Any, line_no: int, line: str, default_setting: str | None) -> dict[str, Any]:
-    """One output row for one raw input line of a batch file."""
-    if not line.strip():
-        return {"id": None, "error": _error("empty_line", f"line {line_no} is empty")}
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as exc:
-        return {"id": None, "error": _error("invalid_json", f"line {line_no}: {exc.msg}")}
-    row, _ = code_line(pipeline, obj, default_setting)
-    return row
-
-
-def _line_id(line: str) -> Any:
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError:
-        return None
-    return obj.get("id") if isinstance(obj, dict) else None
-
-
-def _resume_point(out_path: Path) -> tuple[int, set[Any]]:
-    """Complete lines and ids already in OUT; a torn last line (the previous run died mid-write) is cut off."""
-    if not out_path.is_file():
-        return 0, set()
-    raw = out_path.read_bytes()
-    if raw and not raw.endswith(b"\n"):
-        raw = raw[: raw.rfind(b"\n") + 1]
-        out_path.write_bytes(raw)
-    lines = raw.decode("utf-8").splitlines()
-    ids = {_line_id(line) for line in lines}
-    ids.discard(None)
-    return len(lines), ids
-
-
-_worker_runtime: Any = None
-
-
-def _init_worker() -> None:
-    global _worker_runtime
-    from app.runtime import build_runtime
-    from app.settings import Settings
-
-    _worker_runtime = build_runtime(Settings())
-
-
-def _work(item: tuple[int, str, str | None]) -> dict[str, Any]:
-    line_no, line, setting = item
-    return code_raw_line(_worker_runtime.pipeline, line_no, line, setting)
-
-
-def _code_lines(todo: list[tuple[int, str]], setting: str | None, workers: int) -> Iterator[dict[str, Any]]:
-    """Rows in input order: in this process for one worker, else in a pool of processes."""
-    if not todo:
-        return
-    if workers == 1:
-        runtime = _runtime()
-        try:
-            for line_no, line in todo:
-                yield code_raw_line(runtime.pipeline, line_no, line, setting)
-        finally:
-            runtime.close()
-        return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    _runtime().close()  # builds the dictionary and encoder caches once, before the workers read them
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker) as pool:
-        yield from pool.map(_work, [(n, line, setting) for n, line in todo], chunksize=4)
 
 
 def register(app: typer.Typer) -> None:
@@ -197,29 +91,41 @@ def register(app: typer.Typer) -> None:
         infile: Annotated[Path, typer.Argument(help="JSONL: one {id, text, setting?, ...} per line")],
         out_path: Annotated[Path, typer.Option("--out", help="Output JSONL, one line per input line")],
         setting: SettingOpt = None,
-        workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes, each with its own pipeline")] = 1,
-        resume: Annotated[bool, typer.Option(help="Skip ids already in OUT and append the rest")] = False,
+        workers: Annotated[int, typer.Option(min=1, max=256, help="Worker processes or Ray actors")] = 1,
+        engine: Annotated[str, typer.Option(help="local (this machine) or ray (a Ray cluster)")] = "local",
+        resume: Annotated[bool, typer.Option(help="Skip lines and ids already in OUT and append the rest")] = False,
     ) -> None:
         """Code a JSONL file of notes; a bad line gives an error line and never stops the job."""
         from app.cli import err, fail, progress_bars
+        from app.services.batch import BatchError, code_lines, line_id, read_lines, resume_point
+        from app.settings import Settings
 
         if not infile.is_file():
             raise fail(f"{infile}: no such file")
-        written, done_ids = _resume_point(out_path) if resume else (0, set())
+        if engine not in ("local", "ray"):
+            raise fail(f"unknown engine {engine!r}; use local or ray")
+        written, done_ids = resume_point(out_path) if resume else (0, set())
         # Output lines follow input order, so the first `written` input lines are done; ids catch the rest
         # (an OUT that was produced from a reordered or edited input).
-        todo = [(n, line) for n, line in _read_lines(infile) if n > written and _line_id(line) not in done_ids]
-        skipped = sum(1 for _ in _read_lines(infile)) - len(todo)
+        todo = [(n, line) for n, line in read_lines(infile) if n > written and line_id(line) not in done_ids]
+        skipped = sum(1 for _ in read_lines(infile)) - len(todo)
+        settings = Settings()
+        if todo and (workers > 1 or engine == "ray"):
+            _runtime().close()  # fills the database and builds the caches once, before the workers read them
         done = failed = 0
-        with progress_bars() as factory, out_path.open("a" if resume else "w", encoding="utf-8") as sink:
-            update = factory("notes")  # type: ignore[operator]
-            update(0, len(todo))
-            for row in _code_lines(todo, setting, workers):
-                failed += int("error" in row)
-                done += 1
-                sink.write(json.dumps(row, ensure_ascii=False) + "\n")
-                sink.flush()  # a crash loses at most the line being written; --resume picks up after it
-                update(done, len(todo))
+        try:
+            with progress_bars() as factory, out_path.open("a" if resume else "w", encoding="utf-8") as sink:
+                update = factory("notes")  # type: ignore[operator]
+                update(0, len(todo))
+                for row in code_lines(todo, setting, settings=settings, workers=workers, engine=engine,
+                                      runtime_factory=_runtime):
+                    failed += int("error" in row)
+                    done += 1
+                    sink.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    sink.flush()  # a crash loses at most the line being written; --resume picks up after it
+                    update(done, len(todo))
+        except BatchError as exc:
+            raise fail(exc.message) from exc
         resumed = f", {skipped} already done" if resume else ""
         err.print(f"{done} line(s), {failed} error(s){resumed} -> {out_path}")
 

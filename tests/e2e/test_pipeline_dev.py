@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.commands.coding import code_line
+from app.services.batch import code_line
 from codebooks.repository import CodebookRepository
 from nlp.config import PipelineConfig
 from nlp.pipeline import build_pipeline

@@ -135,3 +135,22 @@ def test_batch_workers_keep_input_order(cli_env: dict[str, str], tmp_path: Path)
                           for r in rows]
     assert strip([json.loads(x) for x in two.read_text().splitlines()]) == strip(
         [json.loads(x) for x in one.read_text().splitlines()])
+
+
+@pytest.mark.timeout(600)
+def test_batch_on_ray_matches_the_local_engine(cli_env: dict[str, str], tmp_path: Path) -> None:
+    src = _batch_input(tmp_path, 5)
+    local, on_ray = tmp_path / "local.jsonl", tmp_path / "ray.jsonl"
+    assert run(cli_env, "batch", str(src), "--out", str(local)).exit_code == 0
+    result = run(cli_env, "batch", str(src), "--out", str(on_ray), "--engine", "ray", "--workers", "2")
+    assert result.exit_code == 0, result.output
+    strip = lambda rows: [(r["id"], sorted(s["code"] for s in r.get("suggestions", [])), r.get("error"))  # noqa: E731
+                          for r in rows]
+    assert strip([json.loads(x) for x in on_ray.read_text().splitlines()]) == strip(
+        [json.loads(x) for x in local.read_text().splitlines()])
+
+
+def test_batch_rejects_an_unknown_engine(cli_env: dict[str, str], tmp_path: Path) -> None:
+    src = _batch_input(tmp_path, 1)
+    result = run(cli_env, "batch", str(src), "--out", str(tmp_path / "o.jsonl"), "--engine", "spark")
+    assert result.exit_code != 0 and "unknown engine" in result.output
