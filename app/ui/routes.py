@@ -12,7 +12,7 @@ import datetime as dt
 import json
 import math
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -34,7 +34,7 @@ from app.schemas import ReviewDecision, ReviewRequest, ReviewResponse, SuggestRe
 from app.services.review import ACTION_STATUS
 from app.settings import Settings
 from app.ui.highlight import Span, segments
-from app.ui.session import SessionData, SessionSigner, load_or_create_secret
+from app.ui.session import LoginThrottle, SessionData, SessionSigner, load_or_create_secret
 from codebooks.errors import CodebookError
 
 UI_DIR = Path(__file__).resolve().parent
@@ -56,6 +56,7 @@ class UiState:
     settings: Settings
     templates: Environment
     signer: SessionSigner | None = None
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)
 
 
 @contextlib.asynccontextmanager
@@ -184,12 +185,22 @@ async def login(request: Request) -> Response:
         with services.runtime.sessions() as session:
             return authenticate_user(session, username, password)
 
+    throttle = _ui(request).throttle
+    wait_s = throttle.retry_after(username)
+    if wait_s:
+        response = _render(request, "login.html", {"next": next_url, "username": username,
+                                                   "error": f"Too many failed sign-ins. Try again in {wait_s} s."},
+                           status=429, session=current)
+        response.headers["Retry-After"] = str(wait_s)
+        return response
     # scrypt takes tens of milliseconds: keep it off the event loop.
     principal = await run_in_threadpool(check) if username and password else None
     if principal is None:
+        throttle.failed(username)
         return _render(request, "login.html", {"next": next_url, "username": username,
                                                "error": "Wrong username or password."},
                        status=401, session=current)
+    throttle.succeeded(username)
     if principal.role not in USER_ROLES or not principal.may("coder"):
         return _render(request, "login.html", {"next": next_url, "error": "This account may not use the review UI."},
                        status=403, session=current)

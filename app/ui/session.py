@@ -17,7 +17,9 @@ import hmac
 import json
 import os
 import secrets
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,3 +100,47 @@ class SessionSigner:
 
     def _mac(self, body: str) -> str:
         return hmac.new(self._cookie_key, body.encode(), hashlib.sha256).hexdigest()
+
+
+class LoginThrottle:
+    """Failed logins per username in a sliding window; past the limit, logins wait (per process).
+
+    With several workers each keeps its own count, so an attacker gets at most workers x limit tries a
+    window: a brake on guessing, not a lockout a stranger could use against a coder.
+    """
+
+    def __init__(self, limit: int = 5, window_s: float = 300.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._clock = clock
+        self._failures: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, key: str, now: float) -> list[float]:
+        kept = [t for t in self._failures.get(key, []) if now - t < self.window_s]
+        if kept:
+            self._failures[key] = kept
+        else:
+            self._failures.pop(key, None)
+        return kept
+
+    def retry_after(self, username: str) -> int:
+        """Seconds until `username` may try again; 0 when it may now."""
+        key = username.strip().lower()
+        with self._lock:
+            now = self._clock()
+            recent = self._recent(key, now)
+            if len(recent) < self.limit:
+                return 0
+            return max(1, int(recent[-self.limit] + self.window_s - now) + 1)
+
+    def failed(self, username: str) -> None:
+        key = username.strip().lower()
+        with self._lock:
+            now = self._clock()
+            self._recent(key, now)
+            self._failures.setdefault(key, []).append(now)
+
+    def succeeded(self, username: str) -> None:
+        with self._lock:
+            self._failures.pop(username.strip().lower(), None)

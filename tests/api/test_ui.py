@@ -24,7 +24,7 @@ from app.main import create_app
 from app.models import AuditRecord, User
 from app.services.storage import write_session
 from app.settings import Settings
-from app.ui.session import SECRET_FILE
+from app.ui.session import SECRET_FILE, LoginThrottle
 from tests.api.conftest import Api, start_api
 
 PASSWORD = "correct horse battery"
@@ -147,6 +147,32 @@ def test_wrong_password_api_keys_and_non_ui_roles_cannot_log_in(ui_api: Api) -> 
     assert r.status_code == 403 and "may not use the review UI" in r.text
     assert client.get("/ui/", follow_redirects=False).status_code == 303
     assert login(new_client(ui_api), username="root").status_code == 303
+
+
+def test_repeated_failed_logins_are_throttled(ui_api: Api) -> None:
+    with write_session(ui_api.runtime.engine) as session:
+        create_user(session, "carol", "coder", PASSWORD)
+    for _ in range(5):
+        assert login(new_client(ui_api), username="carol", password="not her password").status_code == 401
+    # Past the limit even the right password waits, and says how long.
+    r = login(new_client(ui_api), username="carol")
+    assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
+    # Other accounts are not affected.
+    assert login(new_client(ui_api), username="root").status_code == 303
+
+
+def test_login_throttle_window_and_reset() -> None:
+    now = [1000.0]
+    throttle = LoginThrottle(limit=3, window_s=60, clock=lambda: now[0])
+    for _ in range(3):
+        assert throttle.retry_after("Dave") == 0
+        throttle.failed("Dave")
+    assert 0 < throttle.retry_after("dave") <= 61
+    now[0] += 61
+    assert throttle.retry_after("dave") == 0
+    throttle.failed("dave")
+    throttle.succeeded("DAVE")
+    assert throttle.retry_after("dave") == 0
 
 
 def test_logout_needs_csrf_and_ends_the_session(ui_api: Api) -> None:
