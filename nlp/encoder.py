@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,17 +139,29 @@ def load_torch_model(adapter_dir: Path | None, *, trainable: bool = False) -> to
     """The base BertModel, with the LoRA adapter of `adapter_dir` merged into its weights (eval mode)."""
     import torch
     from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
 
-    # Eager attention exports to ONNX cleanly; the pooler is unused by mean pooling.
-    model = AutoModel.from_pretrained(
-        str(base_model_dir()), attn_implementation="eager", add_pooling_layer=False, dtype=torch.float32
-    )
-    if adapter_dir is not None:
-        from peft import PeftModel
+    # The pooler weights are deliberately left out (mean pooling): its load report, the progress bar and
+    # peft's deprecation notices would only alarm users on the first start.
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            # Eager attention exports to ONNX cleanly.
+            model = AutoModel.from_pretrained(
+                str(base_model_dir()), attn_implementation="eager", add_pooling_layer=False, dtype=torch.float32
+            )
+            if adapter_dir is not None:
+                from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
-        if not trainable:
-            model = model.merge_and_unload()
+                model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
+                if not trainable:
+                    model = model.merge_and_unload()
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
     model.eval()
     return model
 
@@ -188,7 +202,9 @@ def export_onnx_int8(model: torch.nn.Module, path: Path) -> Path:
     ids = torch.ones((2, 8), dtype=torch.long)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         fp32 = Path(tmp) / "model.fp32.onnx"
-        with torch.no_grad():
+        # The tracer warns about shapes the dynamic axes already cover; the export is checked by the tests.
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             torch.onnx.export(
                 wrapper,
                 (ids, torch.ones_like(ids)),
@@ -201,13 +217,20 @@ def export_onnx_int8(model: torch.nn.Module, path: Path) -> Path:
                 dynamo=False,
             )
         int8 = Path(tmp) / "model.int8.onnx"
-        quantize_dynamic(
-            str(fp32),
-            str(int8),
-            per_channel=True,
-            weight_type=QuantType.QInt8,
-            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-        )
+        # onnxruntime advises pre-processing through the root logger; measured here, it changes nothing.
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)
+        try:
+            quantize_dynamic(
+                str(fp32),
+                str(int8),
+                per_channel=True,
+                weight_type=QuantType.QInt8,
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
+        finally:
+            root.setLevel(level)
         os.replace(int8, path)
     return path
 
