@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from codebooks.errors import CodeNotFound, CodeSetNotLoaded, UnknownCodeSystem
@@ -17,6 +17,7 @@ from codebooks.models import Code, CodeSetVersion, Edit, Instruction, Term
 from nlp.types import CodeInfo, TermEntry
 
 WORD = re.compile(r"[a-z0-9]+")
+CODE_LIKE = re.compile(r"^[A-Za-z][0-9][0-9A-Za-z](?:\.?[0-9A-Za-z]{0,4})?$|^\d{4}[0-9A-Za-z]$")
 LOOKUP_SYSTEMS = ("icd10cm", "cpt", "hcpcs")
 
 
@@ -156,7 +157,8 @@ class CodebookRepository:
         """Codes whose description or terms contain every word of `text`, best first.
 
         Ranking: whole-word matches over substring matches, descriptions over terms, billable
-        codes over categories, then shorter (more general) descriptions.
+        codes over categories, then shorter (more general) descriptions. Text that looks like a code
+        ("E11.4", "e114", "99213") puts that code and its descendants first.
         """
         words = WORD.findall(text.lower())
         if not words:
@@ -187,25 +189,18 @@ class CodebookRepository:
                 score = _score(words, term, billable, 0.9)
                 if code not in hits or hits[code].score < score:
                     hits[code] = SearchHit(system, code, description, billable, score, term)
-            code_hit = s.scalar(
-                select(Code).where(Code.version_id == version.id, Code.code == normalize_code(system, text))
-            )
-            if code_hit is not None:
-                hits[code_hit.code] = SearchHit(system, code_hit.code, code_hit.long_description,
-                                                code_hit.is_billable, 2.0, code_hit.code)
+            if CODE_LIKE.match(text.strip()):
+                # A code or the start of one: the code itself first, then its descendants, shallow first.
+                prefix = normalize_code(system, text)
+                prefix_q = select(Code.code, Code.long_description, Code.is_billable).where(
+                    Code.version_id == version.id, Code.code.startswith(prefix)
+                )
+                if billable_only:
+                    prefix_q = prefix_q.where(Code.is_billable)
+                for code, description, billable in s.execute(prefix_q.order_by(Code.code).limit(limit)):
+                    score = 3.0 - 0.1 * (len(code) - len(prefix))
+                    hits[code] = SearchHit(system, code, description, billable, score, code)
         return sorted(hits.values(), key=lambda h: (-h.score, h.code))[:limit]
-
-    def search_prefix(self, system: str, prefix: str, limit: int = 50) -> list[CodeInfo]:
-        prefix = normalize_code(system, prefix)
-        with self._sessions() as s:
-            version = self._version_row(s, system)
-            rows = s.execute(
-                select(Code.code, Code.long_description, Code.is_billable, Code.parent_code)
-                .where(Code.version_id == version.id, or_(Code.code == prefix, Code.code.startswith(prefix)))
-                .order_by(Code.code)
-                .limit(limit)
-            ).all()
-        return [CodeInfo(system, c, d, b, p) for c, d, b, p in rows]
 
     def edits(self, code: str, on: dt.date | None = None) -> list[tuple[str, str]]:
         """Medicare Code Editor edits (edit_type, code_type) on an ICD-10-CM code."""

@@ -80,6 +80,15 @@ def test_search_finds_specific_code_first(sessions: sessionmaker[Session]) -> No
     assert CodebookRepository(sessions).search("icd10cm", "high blood pressure")[0].code == "I10"
 
 
+def test_search_by_code_prefix(sessions: sessionmaker[Session]) -> None:
+    repo = CodebookRepository(sessions)
+    codes = [h.code for h in repo.search("icd10cm", "e114", limit=6)]
+    assert codes[0] == "E11.4" and set(codes[1:]) <= {"E11.40", "E11.41", "E11.42", "E11.43", "E11.44", "E11.49"}
+    assert [h.code for h in repo.search("icd10cm", "E11.4", billable_only=True, limit=3)] == [
+        "E11.40", "E11.41", "E11.42"]
+    assert repo.search("cpt", "99213")[0].code == "99213"
+
+
 def test_loading_again_is_idempotent(sessions: sessionmaker[Session]) -> None:
     reports = load_defaults(sessions)
     assert all(r.skipped for r in reports)
