@@ -107,8 +107,9 @@ def register(app: typer.Typer) -> None:
         written, done_ids = resume_point(out_path) if resume else (0, set())
         # Output lines follow input order, so the first `written` input lines are done; ids catch the rest
         # (an OUT that was produced from a reordered or edited input).
-        todo = [(n, line) for n, line in read_lines(infile) if n > written and line_id(line) not in done_ids]
-        skipped = sum(1 for _ in read_lines(infile)) - len(todo)
+        lines = list(read_lines(infile))
+        todo = [(n, line) for n, line in lines if n > written and line_id(line) not in done_ids]
+        skipped = len(lines) - len(todo)
         settings = Settings()
         if todo and (workers > 1 or engine == "ray"):
             _runtime().close()  # fills the database and builds the caches once, before the workers read them
