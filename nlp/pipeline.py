@@ -106,10 +106,7 @@ class Pipeline:
         key = (system, request.date_of_service)
         if key not in self._version_cache:
             version = self.source.codeset_version(system, request.date_of_service)
-            in_force = True
-            checker = getattr(self.source, "is_in_force", None)
-            if request.date_of_service is not None and checker is not None:
-                in_force = bool(checker(system, request.date_of_service))
+            in_force = request.date_of_service is None or self.source.is_in_force(system, request.date_of_service)
             self._version_cache[key] = (version, in_force)
         return self._version_cache[key]
 

@@ -132,6 +132,10 @@ class CandidateSource(Protocol):
         """Version label of `system` in force on date `on` (latest when None)."""
         ...
 
+    def is_in_force(self, system: str, on: dt.date) -> bool:
+        """Whether a loaded version of `system` covers date `on` (else the nearest one is used)."""
+        ...
+
     def codes(self, system: str) -> Mapping[str, CodeInfo]:
         """Every code of `system` (billable or not), keyed by code with dots."""
         ...
