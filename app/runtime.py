@@ -40,14 +40,20 @@ def _encoder(settings: Settings, codebooks: CodebookRepository, codes: Any) -> A
     if not settings.use_encoder:
         return None
     # Imported here: torch/onnxruntime are only paid for when the encoder is on.
+    from pathlib import Path
+
     from nlp.encoder import CodeLinker, default_model_dir
 
     owners = codebooks.instructions("icd10cm", "seven_chr_def").keys()
-    # Until a fine-tuned adapter is committed, the base MiniLM is the encoder.
-    use_base = not (default_model_dir() / "model.json").is_file()
-    if use_base:
-        log.info("no fine-tuned encoder under %s; using the base model", default_model_dir())
-    return CodeLinker(codes, settings.cache_dir, seventh_character_owners=owners, use_base_model=use_base)
+    choice = settings.encoder_model.strip()
+    model_dir = Path(choice).expanduser() if choice and choice.lower() != "base" else default_model_dir()
+    use_base = choice.lower() == "base"
+    if not use_base and not choice and not (model_dir / "model.json").is_file():
+        # A checkout without the committed adapter still runs, on the base MiniLM.
+        log.info("no fine-tuned encoder under %s; using the base model", model_dir)
+        use_base = True
+    return CodeLinker(codes, settings.cache_dir, model_dir=model_dir, seventh_character_owners=owners,
+                      use_base_model=use_base)
 
 
 def _service_detector(codebooks: CodebookRepository) -> ServiceDetector | None:

@@ -22,6 +22,10 @@ class Settings(BaseSettings):
     note_retention_days: int = Field(default=90, ge=0)
     log_level: str = Field(default="INFO")
     use_encoder: bool = Field(default=True, description="Link unmatched problem phrases with the encoder")
+    encoder_model: str = Field(
+        default="", description="Encoder adapter folder; empty: the committed fine-tuned model, 'base': the "
+        "plain all-MiniLM-L6-v2 (for comparisons)"
+    )
     metrics_public: bool = Field(default=False, description="Serve /metrics without an admin API key")
     session_secret: str = Field(default="", description="Signs UI session cookies; empty: a random secret "
                                 "kept in data_dir/ui_session_secret, shared by all workers")

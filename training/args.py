@@ -20,8 +20,8 @@ class ConfigError(ValueError):
 class TrainingArguments:
     """Everything that decides a training run; relative paths are resolved against the repository root."""
 
-    version: str = "minilm-icd-lora-v1"
-    output_dir: str = "nlp/models/minilm-icd-lora-v1"
+    version: str = "minilm-icd-lora-v2"
+    output_dir: str = "nlp/models/minilm-icd-lora-v2"
     seed: int = 13
     threads: int = 2
 
@@ -40,6 +40,9 @@ class TrainingArguments:
 
     # Held-out linking split: whole 3-character categories the model never sees.
     test_family_fraction: float = 0.08
+    # Second held-out set: this share of the training families' index/inclusion phrases (unseen wordings of
+    # trained codes), at most max_test_queries.
+    test_term_fraction: float = 0.0
     max_test_queries: int = 2000
 
     # Objective: "index_softmax" trains a phrase (query) tower against the frozen base-model index of all

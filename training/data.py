@@ -14,7 +14,7 @@ import json
 import random
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +39,8 @@ class LinkingData:
     train: list[Pair]
     test: list[Pair]
     held_out_families: set[str] = field(default_factory=set)
+    # Unseen wordings of trained codes: phrases taken out of training whose code keeps other training phrases.
+    test_terms: list[Pair] = field(default_factory=list)
     siblings: dict[str, list[str]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
 
@@ -310,6 +312,38 @@ def split_pairs(
     return train, test[:max_test], held_out
 
 
+def split_terms(
+    train: Sequence[Pair],
+    *,
+    fraction: float,
+    max_test: int,
+    rng: random.Random,
+    sources: Collection[str] = ("index", "inclusion"),
+) -> tuple[list[Pair], list[Pair]]:
+    """Hold out single phrases (of `sources`) whose code keeps at least one other training phrase.
+
+    This measures what the shipped model does with a new wording of a condition it was trained on, next to the
+    family split, which measures conditions it never saw at all.
+    """
+    if fraction <= 0 or max_test <= 0:
+        return list(train), []
+    n_test = min(max_test, round(len(train) * fraction))
+    left: dict[str, int] = defaultdict(int)
+    for p in train:
+        left[p.code] += 1
+    order = list(range(len(train)))
+    rng.shuffle(order)
+    chosen: set[int] = set()
+    for i in order:
+        if len(chosen) >= n_test:
+            break
+        p = train[i]
+        if p.source in sources and left[p.code] > 1:
+            left[p.code] -= 1
+            chosen.add(i)
+    return [p for i, p in enumerate(train) if i not in chosen], [train[i] for i in sorted(chosen)]
+
+
 def build_linking_data(
     *,
     index_csv: Path | None = None,
@@ -318,6 +352,7 @@ def build_linking_data(
     max_abbreviation_variants: int = 25,
     max_codiesp_pairs: int = 3000,
     test_family_fraction: float = 0.08,
+    test_term_fraction: float = 0.0,
     max_test_queries: int = 2000,
     seed: int = 13,
 ) -> LinkingData:
@@ -341,6 +376,7 @@ def build_linking_data(
     train, test, held_out = split_pairs(
         pairs, targets, test_fraction=test_family_fraction, max_test=max_test_queries, rng=rng
     )
+    train, test_terms = split_terms(train, fraction=test_term_fraction, max_test=max_test_queries, rng=rng)
     rng.shuffle(train)
     train_codes = [c for c in targets if family(c) not in held_out]
     counts: dict[str, int] = defaultdict(int)
@@ -348,4 +384,7 @@ def build_linking_data(
         counts[f"train_{p.source}"] += 1
     for p in test:
         counts[f"test_{p.source}"] += 1
-    return LinkingData(targets, train, test, held_out, build_siblings(train_codes), dict(sorted(counts.items())))
+    for p in test_terms:
+        counts[f"test_terms_{p.source}"] += 1
+    return LinkingData(targets, train, test, held_out, test_terms, build_siblings(train_codes),
+                       dict(sorted(counts.items())))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -52,22 +52,39 @@ def linking_accuracy(
     return hit1 / len(gold), hit5 / len(gold)
 
 
+def heldout_metrics(
+    embed: Callable[[Sequence[str]], np.ndarray],
+    sets: Mapping[str, Sequence[Pair]],
+    target_vectors: np.ndarray,
+    target_codes: Sequence[str],
+) -> dict[str, dict[str, float | int]]:
+    """Acc@1/Acc@5 of each non-empty held-out set, its phrases embedded by `embed`, every target a candidate."""
+    out: dict[str, dict[str, float | int]] = {}
+    for name, pairs in sets.items():
+        if not pairs:
+            continue
+        t0 = time.perf_counter()
+        acc1, acc5 = linking_accuracy(embed([p.anchor for p in pairs]), [p.code for p in pairs], target_vectors,
+                                      target_codes)
+        out[name] = LinkingMetrics(acc1, acc5, len(pairs), len(target_codes), time.perf_counter() - t0).as_dict()
+    return out
+
+
 def evaluate_linking(
     model: torch.nn.Module,
     targets: Mapping[str, str],
-    test: Sequence[Pair],
+    sets: Mapping[str, Sequence[Pair]],
     *,
     max_length: int,
     batch_size: int = 128,
     progress: ProgressFn | None = None,
-) -> LinkingMetrics:
-    """Accuracy of `model` through the shipped inference path (int8 ONNX), every target a candidate."""
-    t0 = time.perf_counter()
+) -> dict[str, dict[str, float | int]]:
+    """Accuracy of `model` (embedding phrases and targets alike) through the shipped inference path (int8
+    ONNX), for each held-out set."""
     with tempfile.TemporaryDirectory(prefix="nc-linking-") as tmp:
         path = export_onnx_int8(model, Path(tmp) / "model.int8.onnx")
         embedder = OnnxEmbedder(path, max_length=max_length)
         codes = list(targets)
         target_vectors = embedder.embed([targets[c] for c in codes], batch_size=batch_size, progress=progress)
-        query_vectors = embedder.embed([p.anchor for p in test], batch_size=batch_size)
-    acc1, acc5 = linking_accuracy(query_vectors, [p.code for p in test], target_vectors, codes)
-    return LinkingMetrics(acc1, acc5, len(test), len(codes), time.perf_counter() - t0)
+        return heldout_metrics(lambda texts: embedder.embed(texts, batch_size=batch_size), sets, target_vectors,
+                               codes)

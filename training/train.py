@@ -1,6 +1,6 @@
 """Contrastive LoRA fine-tuning of MiniLM for mention-to-code linking.
 
-    python -m training.train --config training/configs/minilm_icd_lora_v1.toml
+    python -m training.train --config training/configs/minilm_icd_lora_v2.toml
 
 Builds the pairs (training/data.py), measures held-out linking accuracy of the base model, trains a LoRA
 adapter with in-batch + sibling hard negatives, saves the adapter to `output_dir` with a `model.json`
@@ -126,7 +126,7 @@ def train(args: TrainingArguments, data: LinkingData | None = None) -> TrainResu
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from nlp.encoder import OnnxEmbedder, load_or_build_index, model_cache_dir, prepare_onnx, read_model_spec
-    from training.linking import evaluate_linking, linking_accuracy
+    from training.linking import evaluate_linking, heldout_metrics
     from training.losses import IndexSoftmaxLoss, MultipleNegativesRankingLoss
 
     console = _console()
@@ -149,12 +149,13 @@ def train(args: TrainingArguments, data: LinkingData | None = None) -> TrainResu
             max_abbreviation_variants=args.max_abbreviation_variants,
             max_codiesp_pairs=args.max_codiesp_pairs,
             test_family_fraction=args.test_family_fraction,
+            test_term_fraction=args.test_term_fraction,
             max_test_queries=args.max_test_queries,
             seed=args.seed,
         )
     console.print(
         f"targets {len(data.targets)}  train pairs {len(data.train)}  held-out pairs {len(data.test)} "
-        f"({len(data.held_out_families)} families)  {data.counts}"
+        f"({len(data.held_out_families)} families)  held-out terms {len(data.test_terms)}  {data.counts}"
     )
     tokenizer = load_tokenizer(args.max_length)
 
@@ -169,18 +170,16 @@ def train(args: TrainingArguments, data: LinkingData | None = None) -> TrainResu
         metrics_before = None
         target_codes: list[str] = []
         target_matrix = np.zeros((0, 0), dtype=np.float32)
-        if is_index or (args.evaluate and data.test):
+        heldout_sets = {"families": data.test, "terms": data.test_terms}
+        evaluate = args.evaluate and any(heldout_sets.values())
+        if is_index or evaluate:
             base_spec = read_model_spec(None)
             base_embedder = OnnxEmbedder(prepare_onnx(base_spec, cache_dir))
             target_codes, target_matrix, _ = load_or_build_index(
                 base_embedder, data.targets, model_cache_dir(base_spec, cache_dir), progress=bar("embed targets")
             )
-            if args.evaluate and data.test:
-                t0 = time.perf_counter()
-                queries = base_embedder.embed([p.anchor for p in data.test])
-                acc1, acc5 = linking_accuracy(queries, [p.code for p in data.test], target_matrix, target_codes)
-                metrics_before = {"acc@1": round(acc1, 4), "acc@5": round(acc5, 4), "queries": len(data.test),
-                                  "targets": len(target_codes), "seconds": round(time.perf_counter() - t0, 1)}
+            if evaluate:
+                metrics_before = heldout_metrics(base_embedder.embed, heldout_sets, target_matrix, target_codes)
                 console.print(f"base model held-out linking: {metrics_before}")
 
         base = load_torch_model(None)
@@ -280,18 +279,14 @@ def train(args: TrainingArguments, data: LinkingData | None = None) -> TrainResu
         (output_dir / "model.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
         metrics_after = None
-        if args.evaluate and data.test:
+        if evaluate:
             if is_index:
-                t0 = time.perf_counter()
                 tuned = OnnxEmbedder(prepare_onnx(read_model_spec(output_dir), cache_dir), max_length=args.max_length)
-                queries = tuned.embed([p.anchor for p in data.test])
-                acc1, acc5 = linking_accuracy(queries, [p.code for p in data.test], target_matrix, target_codes)
-                metrics_after = {"acc@1": round(acc1, 4), "acc@5": round(acc5, 4), "queries": len(data.test),
-                                 "targets": len(target_codes), "seconds": round(time.perf_counter() - t0, 1)}
+                metrics_after = heldout_metrics(tuned.embed, heldout_sets, target_matrix, target_codes)
             else:
-                metrics_after = evaluate_linking(load_torch_model(output_dir), data.targets, data.test,
+                metrics_after = evaluate_linking(load_torch_model(output_dir), data.targets, heldout_sets,
                                                  max_length=args.max_length, batch_size=args.eval_batch_size,
-                                                 progress=bar("eval tuned")).as_dict()
+                                                 progress=bar("eval tuned"))
             console.print(f"fine-tuned held-out linking: {metrics_after}")
 
     meta["training"] = {
@@ -306,7 +301,12 @@ def train(args: TrainingArguments, data: LinkingData | None = None) -> TrainResu
         "targets": len(data.targets),
         "held_out_families": len(data.held_out_families),
     }
-    meta["heldout_linking"] = {"base": metrics_before, "fine_tuned": metrics_after}
+    # Per held-out set: "families" (codes never trained on), "terms" (new wordings of trained codes).
+    meta["heldout_linking"] = {
+        name: {"base": (metrics_before or {}).get(name), "fine_tuned": (metrics_after or {}).get(name)}
+        for name in ("families", "terms")
+        if (metrics_before or {}).get(name) or (metrics_after or {}).get(name)
+    }
     meta["arguments"] = args.to_dict()
     (output_dir / "model.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return TrainResult(output_dir, steps, time.perf_counter() - t_start, loss_before, loss_after, history,

@@ -20,6 +20,7 @@ from training.data import (
     index_phrase,
     read_phrase_table,
     split_pairs,
+    split_terms,
 )
 
 
@@ -78,6 +79,19 @@ def test_split_holds_out_whole_families() -> None:
     assert {p.code[:3] for p in test} == held_out
     assert not {p.code[:3] for p in train} & held_out
     assert len(train) + len(test) == len(pairs)
+
+
+def test_term_split_keeps_a_training_phrase_for_every_held_out_code() -> None:
+    pairs = [Pair(f"wording {i} of {c}", c, "index") for c in ("A01.0", "A01.1", "B02.9") for i in range(3)]
+    pairs += [Pair("lonely wording", "C03.0", "index"), Pair("abbr", "A01.0", "abbreviation")]
+    train, test = split_terms(pairs, fraction=0.9, max_test=100, rng=random.Random(4))
+    assert test and len(train) + len(test) == len(pairs)
+    assert all(p.source == "index" for p in test)  # abbreviations always stay in training
+    assert {p.code for p in test} <= {p.code for p in train}
+    assert Pair("lonely wording", "C03.0", "index") in train  # its code's only phrase
+    assert not set(train) & set(test)
+    assert split_terms(pairs, fraction=0.5, max_test=2, rng=random.Random(4))[1].__len__() == 2
+    assert split_terms(pairs, fraction=0.0, max_test=100, rng=random.Random(4)) == (pairs, [])
 
 
 def test_siblings_share_a_parent_prefix() -> None:
