@@ -13,8 +13,8 @@ class PipelineConfig:
     """Knobs of `build_pipeline`.
 
     threshold: suggestions scoring below it go unreported (Settings.suggestion_threshold).
-    encoder_min_cosine: the encoder's top code is used only at or above this cosine (conservative:
-        zero-shot similarity confuses siblings and abbreviations).
+    encoder_min_cosine: the encoder's top code is used only at or above this cosine (None: the floor calibrated
+        for the model, model.json "min_cosine", else rules.json thresholds.encoder_min_cosine).
     resource_dir: alternative nlp/resources folder (tests, site-specific rules).
     cache_dir: where the built dictionary is cached between start-ups (None: no cache).
     """

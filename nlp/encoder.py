@@ -92,6 +92,10 @@ class ModelSpec:
     # "base": codes are embedded by the base model and only phrases by this one (a query tower trained
     # against the frozen base index); "self": this model embeds both.
     target_encoder: str = "self"
+    # The pipeline's cosine floor calibrated for this model (model.json "min_cosine"); None: the rules' default.
+    min_cosine: float | None = None
+    # (cosine, precision) knots of the model's links in the pipeline (model.json "link_calibration").
+    calibration: tuple[tuple[float, float], ...] | None = None
 
 
 def read_model_spec(adapter_dir: Path | None) -> ModelSpec:
@@ -114,7 +118,30 @@ def read_model_spec(adapter_dir: Path | None) -> ModelSpec:
     target_encoder = str(meta.get("target_encoder", "self"))
     if target_encoder not in ("base", "self"):
         raise ModelNotFound(f"{meta_path}: target_encoder must be 'base' or 'self', not {target_encoder!r}")
-    return ModelSpec(str(meta["version"]), adapter_dir, digest.hexdigest()[:12], max_length, target_encoder)
+    floor = meta.get("min_cosine")
+    if floor is not None and not (isinstance(floor, int | float) and 0.0 < float(floor) < 1.0):
+        raise ModelNotFound(f"{meta_path}: min_cosine must be a number between 0 and 1, not {floor!r}")
+    return ModelSpec(str(meta["version"]), adapter_dir, digest.hexdigest()[:12], max_length, target_encoder,
+                     None if floor is None else float(floor), _calibration(meta.get("link_calibration"), meta_path))
+
+
+def _calibration(value: Any, meta_path: Path) -> tuple[tuple[float, float], ...] | None:
+    """model.json "link_calibration": [[cosine, precision], ...], cosines increasing, precisions in [0, 1]
+    and not decreasing (an isotonic fit, training/calibrate.py)."""
+    if value is None:
+        return None
+    problem = f"{meta_path}: link_calibration must be a list of [cosine, precision] pairs, cosines increasing"
+    if not isinstance(value, list) or not value:
+        raise ModelNotFound(problem)
+    knots: list[tuple[float, float]] = []
+    for item in value:
+        if (not isinstance(item, list | tuple) or len(item) != 2
+                or not all(isinstance(v, int | float) and 0.0 <= float(v) <= 1.0 for v in item)):
+            raise ModelNotFound(problem)
+        knots.append((float(item[0]), float(item[1])))
+    if any(b[0] <= a[0] or b[1] < a[1] for a, b in zip(knots, knots[1:], strict=False)):
+        raise ModelNotFound(problem + " and precisions not decreasing")
+    return tuple(knots)
 
 
 def load_tokenizer(max_length: int = MAX_LENGTH) -> Any:
@@ -420,6 +447,8 @@ class CodeLinker:
         t0 = time.perf_counter()
         self.spec = read_model_spec(None if use_base_model else (model_dir or default_model_dir()))
         self.version: str = self.spec.version
+        self.min_cosine: float | None = self.spec.min_cosine
+        self.calibration: tuple[tuple[float, float], ...] | None = self.spec.calibration
         targets = select_targets(codes, seventh_character_owners)
         if not targets:
             raise NoTargets("no billable codes to link to: load the ICD-10-CM code set first")

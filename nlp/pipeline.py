@@ -202,9 +202,13 @@ def build_pipeline(
         DictionaryMentions(dictionary, resources.patterns),
     ]
     if scorer is not None:
-        min_cos = config.encoder_min_cosine or float(resources.rules["thresholds"]["encoder_min_cosine"])
+        # The model's calibrated cosine floor (model.json), else the rules' default; a deployment's
+        # encoder_min_cosine only moves the cut, an uncalibrated score still counts from the model's floor.
+        floor = scorer.min_cosine or float(resources.rules["thresholds"]["encoder_min_cosine"])
+        min_cos = config.encoder_min_cosine or floor
         billable = {c for c, info in codes.items() if info.is_billable}
-        components.append(EncoderMentions(scorer, billable, min_cos, config.encoder_sections))
+        components.append(EncoderMentions(scorer, billable, min_cos, config.encoder_sections, floor=floor,
+                                          skip_leading_words=resources.rules.get("encoder_skip_leading_words", ())))
     components.append(ContextAssertions(nlp, resources.context_rules_path))
     components.append(Coder(tree, resources.rules, resources.history_codes))
     _check_order(components)

@@ -155,6 +155,12 @@ class Scorer(Protocol):
     """Links free-text phrases to codes by similarity (the encoder)."""
 
     version: str
+    # The cosine floor calibrated for this model (its top code is used only at or above it); None: the
+    # pipeline's default (rules.json thresholds.encoder_min_cosine).
+    min_cosine: float | None
+    # (cosine, share of links that were right) knots, increasing in both, measured on notes the model was not
+    # trained on; None: uncalibrated (the score then rises linearly from the floor).
+    calibration: Sequence[tuple[float, float]] | None
 
     def link(self, phrases: Sequence[str], k: int = 5) -> list[list[tuple[str, float]]]:
         """For each phrase, the top-k (code, cosine) pairs."""

@@ -187,16 +187,24 @@ class Coder:
                 return c
         return code
 
+    @staticmethod
+    def _documented(state: NoteState) -> list[str]:
+        """Codes with evidence the dictionary or a pattern found. A code only the encoder linked is a weak
+        guess: it is suggested on its own (scored low) but never rewrites another code into a more specific
+        or a combination code."""
+        return [c for c, f in state.findings.items() if any(s.source != "encoder" for s in f.spans)]
+
     def _drop_less_specific(self, state: NoteState) -> None:
         """Keep the most specific code of a category: N18.9 goes when N18.4 is documented."""
 
         def generic(code: str) -> bool:
             return "unspecified" in self.tree.description(code).lower()
 
+        documented = self._documented(state)
         for c in list(state.findings):
             if not generic(c):
                 continue
-            specific = [o for o in state.findings if o != c and o[:3] == c[:3] and not generic(o)]
+            specific = [o for o in documented if o != c and o in state.findings and o[:3] == c[:3] and not generic(o)]
             if not specific:
                 continue
             target = state.findings[specific[0]]
@@ -204,12 +212,13 @@ class Coder:
             del state.findings[c]
 
     def _diabetes(self, state: NoteState) -> None:
-        diabetic = [c for c in state.findings if c[:3] in self.rules["diabetes_categories"]]
+        documented = self._documented(state)
+        diabetic = [c for c in documented if c[:3] in self.rules["diabetes_categories"]]
         if not diabetic:
             return
         base = next((c for c in diabetic if c.endswith(".9")), diabetic[0])
         combined_any = False
-        for other in list(state.findings):
+        for other in documented:
             if other[:3] in self.rules["diabetes_categories"] or other not in state.findings:
                 continue
             combo = g.diabetes_combination(base, other, self.rules, self.tree)
@@ -228,11 +237,12 @@ class Coder:
                     del state.findings[c]
 
     def _hypertension(self, state: NoteState) -> None:
-        htn = [c for c in state.findings if c in self.rules["hypertension_codes"]]
+        documented = self._documented(state)
+        htn = [c for c in documented if c in self.rules["hypertension_codes"]]
         if not htn:
             return
-        ckd = [c for c in state.findings if c.startswith("N18")]
-        hf = [c for c in state.findings if c.startswith("I50")]
+        ckd = [c for c in documented if c.startswith("N18")]
+        hf = [c for c in documented if c.startswith("I50")]
         late = any(c in self.rules["ckd_late_stages"] for c in ckd)
         code = g.hypertension_combination(bool(ckd), late, bool(hf), self.rules)
         if code is None:
@@ -250,8 +260,9 @@ class Coder:
     def _value_dependencies(self, state: NoteState) -> None:
         """BMI is reported only with a weight diagnosis; weeks of gestation only with a pregnancy."""
         weight_dx = ("E66", "R63.5", "E44", "E43", "R63.6", "Z71.3", "E88.81")
-        has_weight_dx = any(c.startswith(weight_dx) for c in state.findings)
-        has_pregnancy = any(c.startswith(("O", "Z34", "Z37", "Z39")) for c in state.findings)
+        documented = self._documented(state)
+        has_weight_dx = any(c.startswith(weight_dx) for c in documented)
+        has_pregnancy = any(c.startswith(("O", "Z34", "Z37", "Z39")) for c in documented)
         for c in list(state.findings):
             if c.startswith("Z68") and not has_weight_dx:
                 del state.findings[c]
@@ -263,8 +274,9 @@ class Coder:
         classification codes together (hydronephrosis with ureteral calculus -> N13.2)."""
         for rule in self.rules["pairs"]:
             first, second = rule["all_of"]
-            a = next((c for c in state.findings if self.tree.is_under(c, first)), None)
-            b = next((c for c in state.findings if self.tree.is_under(c, second) and c != a), None)
+            documented = self._documented(state)
+            a = next((c for c in documented if self.tree.is_under(c, first)), None)
+            b = next((c for c in documented if self.tree.is_under(c, second) and c != a), None)
             if a is None or b is None:
                 continue
             if any(any(self.tree.is_under(c, u) for c in state.findings) for u in rule.get("unless", ())):
@@ -317,13 +329,14 @@ class Coder:
     def _drop_generic_words(self, state: NoteState) -> None:
         """A one-word mention ("abscess", "pancreatitis") gives way to a finding whose own evidence names
         the same thing more specifically ("periapical abscess", "alcohol-induced pancreatitis")."""
+        documented = set(self._documented(state))
         for c in list(state.findings):
             f = state.findings.get(c)
             if f is None or f.rule or any(len(g.words(s.text)) != 1 for s in f.spans):
                 continue
             word = g.words(f.spans[0].text)[0]
             for o, other in state.findings.items():
-                if o == c:
+                if o == c or o not in documented:
                     continue
                 named = any(word in g.words(s.text) and len(g.words(s.text)) > 1 for s in other.spans)
                 if named or word in g.words(self.tree.description(o)):

@@ -36,7 +36,8 @@ def finding_score(f: Finding, rules: Mapping[str, Any]) -> float:
     for s in f.spans:
         base = sw.get(s.section_kind, sw["none"]) + srcw.get(s.source, 0.0)
         if s.source == "encoder":
-            base = min(base, 0.3 + (s.cosine - 0.8) * 2)
+            # A similarity link is only as good as the model's measured precision at its cosine.
+            base = min(base, s.link_score)
         if s.assertion == "uncertain":
             base -= 0.1
         per_span.append(base)
@@ -74,8 +75,13 @@ class Ranker:
         """Score findings, damp symptoms explained by a definitive diagnosis, then apply Excludes1."""
         for f in state.findings.values():
             f.score = finding_score(f, self.rules)
-            positions = [s.start for s in f.spans if s.section_kind == "assessment"]
+            # Only documented codes keep the assessment's order; a code the encoder alone linked is a guess and
+            # ranks by its score.
+            positions = [s.start for s in f.spans if s.section_kind == "assessment" and s.source != "encoder"]
             f.first_assessment_pos = min(positions) if positions else None
+            if all(s.source == "encoder" for s in f.spans) and not any(x.kind == "similarity" for x in f.flags):
+                f.flags.append(Flag("similarity", "linked by text similarity only; no index or dictionary term "
+                                    "matched: check the code against the wording"))
         definitive = [f for f in state.findings.values()
                       if not f.code.startswith(("R", "Z")) and f.score >= 0.6]
         factor = self.rules["thresholds"]["symptom_with_definitive_dx_factor"]
@@ -90,9 +96,11 @@ class Ranker:
                 for s in f.spans if s.section_kind == "assessment")
             if explained:
                 f.score *= factor
-        # Excludes1: the better-documented code (more distinct evidence, then score) stays.
+        # Excludes1: the better-documented code (more distinct evidence, then score) stays; a code only the
+        # encoder linked never pushes out one the dictionary or a pattern found.
         ordered = sorted(state.findings.values(),
-                         key=lambda f: (-len({(s.start, s.end) for s in f.spans}), -f.score))
+                         key=lambda f: (all(s.source == "encoder" for s in f.spans),
+                                        -len({(s.start, s.end) for s in f.spans}), -f.score))
         kept: list[Finding] = []
         for f in ordered:
             clash = next((k for k in kept if g.excludes1_conflict(k.code, f.code, self.excludes1, self.tree)

@@ -24,6 +24,8 @@ class Span:
     sentence: tuple[int, int] = (0, 0)
     value: str = ""
     cosine: float = 0.0
+    # An encoder span's estimate that its code is right (the model's calibration of `cosine`).
+    link_score: float = 0.0
     is_resolved: bool = False
 
 

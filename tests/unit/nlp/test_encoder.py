@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -57,6 +58,31 @@ def test_missing_artifact_raises_a_coded_error(tmp_path: Path) -> None:
     with pytest.raises(ModelNotFound) as err:
         read_model_spec(tmp_path)
     assert err.value.code == "encoder_model_not_found"
+
+
+def test_model_json_floor_is_read_and_checked(tmp_path: Path) -> None:
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        (tmp_path / name).write_bytes((default_model_dir() / name).read_bytes())
+    meta = json.loads((default_model_dir() / "model.json").read_text())
+    (tmp_path / "model.json").write_text(json.dumps({**meta, "min_cosine": 0.55}))
+    assert read_model_spec(tmp_path).min_cosine == 0.55
+    (tmp_path / "model.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "min_cosine"}))
+    assert read_model_spec(tmp_path).min_cosine is None
+    (tmp_path / "model.json").write_text(json.dumps({**meta, "min_cosine": "high"}))
+    with pytest.raises(ModelNotFound, match="min_cosine"):
+        read_model_spec(tmp_path)
+
+
+def test_model_json_link_calibration_is_read_and_checked(tmp_path: Path) -> None:
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        (tmp_path / name).write_bytes((default_model_dir() / name).read_bytes())
+    meta = json.loads((default_model_dir() / "model.json").read_text())
+    (tmp_path / "model.json").write_text(json.dumps({**meta, "link_calibration": [[0.4, 0.05], [0.7, 0.3]]}))
+    assert read_model_spec(tmp_path).calibration == ((0.4, 0.05), (0.7, 0.3))
+    for bad in ([[0.7, 0.3], [0.4, 0.05]], [[0.4, 0.3], [0.7, 0.1]], [[0.4, 1.5]], "steep", []):
+        (tmp_path / "model.json").write_text(json.dumps({**meta, "link_calibration": bad}))
+        with pytest.raises(ModelNotFound, match="link_calibration"):
+            read_model_spec(tmp_path)
 
 
 def test_targets_of_the_real_code_set_match_the_tabular_families(codebook_repository: CodebookRepository) -> None:

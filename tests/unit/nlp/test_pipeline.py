@@ -114,6 +114,8 @@ class FakeScorer:
     """Links one known phrase with a chosen cosine (the encoder seam, without the model)."""
 
     version = "fake-1"
+    min_cosine: float | None = None
+    calibration: list[tuple[float, float]] | None = None
 
     def __init__(self, cosine: float) -> None:
         self.cosine = cosine
@@ -122,6 +124,77 @@ class FakeScorer:
     def link(self, phrases: Sequence[str], k: int = 5) -> list[list[tuple[str, float]]]:
         self.calls.append(list(phrases))
         return [[("K57.92", self.cosine)] if "diverticular" in p.lower() else [("R69", 0.1)] for p in phrases]
+
+
+class KidneyScorer(FakeScorer):
+    """Links a vague renal phrase to CKD stage 3 with high confidence."""
+
+    def link(self, phrases: Sequence[str], k: int = 5) -> list[list[tuple[str, float]]]:
+        return [[("N18.30", self.cosine)] if "renal" in p.lower() else [("R69", 0.1)] for p in phrases]
+
+
+def test_a_code_only_the_encoder_found_never_rewrites_a_documented_one(
+        codebook_repository: CodebookRepository) -> None:
+    pipeline = build_pipeline(PipelineConfig(threshold=0.0), codebook_repository, scorer=KidneyScorer(0.95))
+    text = "Assessment:\n1. Essential hypertension.\n2. Slowly declining renal reserve over years."
+    codes = {s.code for s in pipeline.code(CodingRequest(text=text, code_systems=("icd10cm",))).suggestions}
+    # The encoder's guess is suggested on its own; the documented hypertension stays I10 instead of becoming
+    # the hypertensive CKD combination (I12.9) on the strength of that guess.
+    assert {"I10", "N18.30"} <= codes and "I12.9" not in codes
+    documented = "Assessment:\n1. Essential hypertension.\n2. Chronic kidney disease stage 3."
+    codes = {s.code for s in pipeline.code(CodingRequest(text=documented, code_systems=("icd10cm",))).suggestions}
+    assert "I12.9" in codes and "I10" not in codes
+
+
+def test_the_scorers_own_floor_replaces_the_default(codebook_repository: CodebookRepository) -> None:
+    def linked(scorer: FakeScorer, config: PipelineConfig) -> list[float]:
+        pipeline = build_pipeline(config, codebook_repository, scorer=scorer)
+        text = "Assessment:\n1. Flare of colonic diverticular inflammation."
+        result = pipeline.code(CodingRequest(text=text, code_systems=("icd10cm",)))
+        return [s.score for s in result.suggestions if s.code == "K57.92"]
+
+    scorer = FakeScorer(0.45)
+    assert linked(scorer, PipelineConfig(threshold=0.0)) == []  # under the rules' default floor (0.70)
+    scorer.min_cosine = 0.4
+    scores = linked(scorer, PipelineConfig(threshold=0.0))
+    # Linked, and scored from the model's own floor: 0.1 there, +2 per unit of cosine above it, so a link
+    # just over the floor ranks low and stays under the default threshold.
+    assert len(scores) == 1 and scores[0] == pytest.approx(0.2, abs=0.01)
+    scorer.cosine = 0.6
+    assert linked(scorer, PipelineConfig(threshold=0.0)) == [pytest.approx(0.5, abs=0.01)]
+    # A deployment's explicit floor still wins over the model's.
+    assert linked(scorer, PipelineConfig(threshold=0.0, encoder_min_cosine=0.9)) == []
+
+
+def test_a_calibrated_link_scores_its_measured_precision(codebook_repository: CodebookRepository) -> None:
+    scorer = FakeScorer(0.55)
+    scorer.min_cosine = 0.4
+    scorer.calibration = [(0.4, 0.05), (0.6, 0.25), (0.8, 0.6)]
+    pipeline = build_pipeline(PipelineConfig(threshold=0.0), codebook_repository, scorer=scorer)
+    text = "Assessment:\n1. Flare of colonic diverticular inflammation.\n2. Essential hypertension."
+    result = pipeline.code(CodingRequest(text=text, code_systems=("icd10cm",)))
+    by_code = {s.code: s for s in result.suggestions}
+    linked = by_code["K57.92"]
+    assert linked.score == pytest.approx(0.05 + 0.75 * 0.2, abs=0.005)  # interpolated between the knots
+    assert [f.kind for f in linked.flags] == ["similarity"]
+    assert not any(f.kind == "similarity" for f in by_code["I10"].flags)
+    # A similarity guess ranks by its score, after the documented diagnosis, although it was listed first:
+    # only documented codes keep the assessment's order.
+    assert [s.code for s in result.suggestions].index("I10") < [s.code for s in result.suggestions].index("K57.92")
+    scorer.cosine = 0.95  # beyond the last knot the estimate stays flat
+    result = pipeline.code(CodingRequest(text=text, code_systems=("icd10cm",)))
+    assert {s.code: s.score for s in result.suggestions}["K57.92"] == pytest.approx(0.6, abs=0.005)
+
+
+def test_plan_statements_and_headers_are_not_sent_to_the_encoder(codebook_repository: CodebookRepository) -> None:
+    scorer = FakeScorer(0.95)
+    pipeline = build_pipeline(PipelineConfig(threshold=0.0), codebook_repository, scorer=scorer)
+    text = ("Assessment and Plan\n1. Flare of colonic diverticular inflammation.\n"
+            "2. Continue diverticular diet education.\n3. Return in 3 months for recheck.")
+    pipeline.code(CodingRequest(text=text, code_systems=("icd10cm",)))
+    sent = [p.lower() for call in scorer.calls for p in call]
+    assert any(p.startswith("flare of colonic") for p in sent)
+    assert not any(p.startswith(("continue", "return", "assessment")) for p in sent)
 
 
 @pytest.mark.parametrize(("cosine", "linked"), [(0.95, True), (0.6, False)])
