@@ -34,6 +34,11 @@ class TrainingArguments:
     synonym_files: list[str] = field(default_factory=lambda: ["nlp/resources/synonyms.csv"])
     max_abbreviation_variants: int = 25
     max_codiesp_pairs: int = 3000
+    # Clause pairs from CodiEsp train (training/data.py: codiesp_clause_pairs): the first this many documents
+    # (0: none); the later ones stay unseen for calibrating the pipeline floor. A clause is paired with a gold
+    # code of its document when the base model's cosine reaches codiesp_clause_min_cosine.
+    codiesp_clause_docs: int = 0
+    codiesp_clause_min_cosine: float = 0.45
     # Times each pair of a source appears per epoch (index_softmax): the few abbreviation and synonym pairs
     # would otherwise be seen less than once in a short run.
     source_weights: dict[str, int] = field(default_factory=dict)
@@ -67,6 +72,15 @@ class TrainingArguments:
     lora_dropout: float = 0.05
     lora_targets: list[str] = field(default_factory=lambda: ["query", "key", "value", "dense"])
     lora_layers: list[int] | None = None  # transformer layers to adapt (None: all six)
+
+    # The pipeline's cosine floor for this model, written to model.json as "min_cosine" (None: the rules'
+    # default). Replaced by the calibration below when that runs.
+    pipeline_min_cosine: float | None = None
+    # After training, calibrate the model in the pipeline (training/calibrate.py) on this many CodiEsp train
+    # documents following the first codiesp_clause_docs (0: no calibration); the code sets come from this
+    # database (created and filled on first use).
+    calibration_docs: int = 0
+    calibration_database_url: str = "sqlite:///var/notecoder.db"
 
     # Linking evaluation before and after training (embeds every target twice: a few minutes).
     evaluate: bool = True

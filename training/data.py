@@ -14,12 +14,16 @@ import json
 import random
 import re
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nlp.encoder import is_seventh_character_code, select_targets
 from nlp.types import CodeInfo
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -226,17 +230,20 @@ def _stem(word: str) -> str:
     return "" if word in _STOP or len(word) < 3 else word[:7]
 
 
-def codiesp_pairs(path: Path, to_target: TargetMap, targets: Mapping[str, str], *, limit: int) -> list[Pair]:
+def codiesp_pairs(path: Path, to_target: TargetMap, targets: Mapping[str, str], *, limit: int,
+                  docs: int | None = None) -> list[Pair]:
     """Weak pairs from CodiEsp train (English translation): for each document code, the shortest run of
     words in one sentence that covers every content word of the code's description (7-letter prefixes), if one
     exists and is at most three words longer than the description's content.
 
     Evidence spans exist only for the Spanish text, so alignment is lexical; requiring full coverage keeps
-    the pairs precise at the cost of recall.
+    the pairs precise at the cost of recall. Only the first `docs` documents are read (all if None).
     """
     out: list[Pair] = []
     with path.open(encoding="utf-8") as fh:
-        for line in fh:
+        for n, line in enumerate(fh):
+            if docs is not None and n >= docs:
+                break
             doc = json.loads(line)
             text = (doc.get("text_en") or "").lower()
             sentences = [m for m in re.finditer(r"[^.;:\n]+", text) if m.group().strip()]
@@ -267,6 +274,70 @@ def codiesp_pairs(path: Path, to_target: TargetMap, targets: Mapping[str, str], 
                     out.append(Pair(text[best[0] : best[1]], target, "codiesp"))
                 if len(out) >= limit:
                     return out
+    return out
+
+
+def read_codiesp(path: Path, *, docs: int | None = None) -> list[tuple[str, list[str]]]:
+    """(English text, ICD-10-CM codes) of the first `docs` documents of a CodiEsp JSONL file (all if None)."""
+    out: list[tuple[str, list[str]]] = []
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            if docs is not None and len(out) >= docs:
+                break
+            doc = json.loads(line)
+            out.append((doc.get("text_en") or "", list(doc.get("icd10cm") or [])))
+    return out
+
+
+def case_report_clauses(text: str) -> list[str]:
+    """The clauses the pipeline sends to the encoder for a note without sections (nlp EncoderMentions)."""
+    from nlp.components.mentions import problem_clauses
+    from nlp.components.sentences import split_sentences
+
+    return [p for s, e in split_sentences(text) for _, _, p in problem_clauses(text, s, e, True)]
+
+
+def codiesp_clause_pairs(
+    documents: Sequence[tuple[str, Sequence[str]]],
+    to_target: TargetMap,
+    targets: Mapping[str, str],
+    embed: Callable[[Sequence[str]], np.ndarray],
+    *,
+    min_cosine: float,
+) -> list[Pair]:
+    """Document-level supervision turned into clause pairs: each document is cut into the clauses the pipeline
+    would send to the encoder, and each of its gold codes is paired with the clause closest to the code's
+    description by `embed` (the base model), if that cosine reaches `min_cosine` and no other gold code of the
+    document is closer to the same clause. The gold codes constrain the choice; the model learns how case
+    reports word the findings that CodiEsp coders coded.
+    """
+    import numpy as np
+
+    per_doc: list[tuple[list[str], list[str]]] = []
+    for text, raw_codes in documents:
+        codes = list(dict.fromkeys(t for t in (to_target(c) for c in raw_codes) if t is not None))
+        clauses = list(dict.fromkeys(case_report_clauses(text)))
+        if codes and clauses:
+            per_doc.append((clauses, codes))
+    if not per_doc:
+        return []
+    all_clauses = [c for clauses, _ in per_doc for c in clauses]
+    all_codes = list(dict.fromkeys(c for _, codes in per_doc for c in codes))
+    clause_vectors = embed(all_clauses)
+    code_vectors = embed([targets[c] for c in all_codes])
+    code_row = {c: i for i, c in enumerate(all_codes)}
+    out: list[Pair] = []
+    offset = 0
+    for clauses, codes in per_doc:
+        sims = clause_vectors[offset : offset + len(clauses)] @ code_vectors[[code_row[c] for c in codes]].T
+        offset += len(clauses)
+        closest_code = np.argmax(sims, axis=1)
+        for j, code in enumerate(codes):
+            i = int(np.argmax(sims[:, j]))
+            if sims[i, j] >= min_cosine and int(closest_code[i]) == j:
+                out.append(Pair(clauses[i], code, "codiesp_clause"))
     return out
 
 
@@ -355,8 +426,16 @@ def build_linking_data(
     test_term_fraction: float = 0.0,
     max_test_queries: int = 2000,
     seed: int = 13,
+    clause_embed: Callable[[Sequence[str]], np.ndarray] | None = None,
+    codiesp_clause_docs: int = 0,
+    codiesp_clause_min_cosine: float = 0.45,
 ) -> LinkingData:
-    """All pairs from the configured sources, deduplicated and split by code family."""
+    """All pairs from the configured sources, deduplicated and split by code family.
+
+    With `clause_embed` (the base model) and `codiesp_clause_docs` > 0, the first that many CodiEsp train
+    documents also give clause pairs (`codiesp_clause_pairs`). They are added to training only, after both
+    held-out sets are drawn (so those stay the same with or without them), and never for a held-out family or
+    with a phrase of a held-out set."""
     rng = random.Random(seed)
     codes, owners, tabular = load_icd10cm()
     to_target = TargetMap(codes, owners)
@@ -377,6 +456,21 @@ def build_linking_data(
         pairs, targets, test_fraction=test_family_fraction, max_test=max_test_queries, rng=rng
     )
     train, test_terms = split_terms(train, fraction=test_term_fraction, max_test=max_test_queries, rng=rng)
+    if codiesp_train is not None and codiesp_clause_docs > 0:
+        # The documents after the first codiesp_clause_docs stay unseen (they calibrate the pipeline). They are
+        # dropped from training only after the split, so the held-out sets stay the same with or without them.
+        kept = {(p.anchor, p.code) for p in codiesp_pairs(codiesp_train, to_target, targets, limit=max_codiesp_pairs,
+                                                            docs=codiesp_clause_docs)}
+        train = [p for p in train if p.source != "codiesp" or (p.anchor, p.code) in kept]
+    if codiesp_train is not None and clause_embed is not None and codiesp_clause_docs > 0:
+        documents = read_codiesp(codiesp_train, docs=codiesp_clause_docs)
+        seen = {_SPACES.sub(" ", p.anchor.lower()).strip() for p in [*train, *test, *test_terms]}
+        for p in _dedupe(codiesp_clause_pairs(documents, to_target, targets, clause_embed,
+                                              min_cosine=codiesp_clause_min_cosine), targets):
+            key = _SPACES.sub(" ", p.anchor.lower()).strip()
+            if family(p.code) not in held_out and key not in seen:
+                seen.add(key)
+                train.append(p)
     rng.shuffle(train)
     train_codes = [c for c in targets if family(c) not in held_out]
     counts: dict[str, int] = defaultdict(int)

@@ -124,7 +124,9 @@ def load_gold(path: Path) -> list[GoldNote]:
     return notes
 
 
-def _matches(pred: str, gold: str, is_billable: Callable[[str], bool] | None) -> bool:
+def code_matches(pred: str, gold: str, is_billable: Callable[[str], bool] | None) -> bool:
+    """A predicted code matches a gold one: the same code, or an extension of a gold code that is not billable
+    (CodiEsp cuts some codes before the seventh character)."""
     if pred == gold:
         return True
     return is_billable is not None and pred.startswith(gold) and not is_billable(gold)
@@ -135,7 +137,7 @@ def _hits(preds: Sequence[str], golds: Sequence[str], is_billable: Callable[[str
     used: set[str] = set()
     out = []
     for p in preds:
-        g = next((g for g in golds if g not in used and _matches(p, g, is_billable)), None)
+        g = next((g for g in golds if g not in used and code_matches(p, g, is_billable)), None)
         if g is not None:
             used.add(g)
         out.append(g is not None)
@@ -196,7 +198,7 @@ def evaluate(
             for p, h in zip(preds, hits, strict=True):
                 per_code[system][p][1] += 1
                 per_code[system][p][0] += int(h)
-            matched_golds = [g for g in golds if any(_matches(p, g, is_billable) for p in preds)]
+            matched_golds = [g for g in golds if any(code_matches(p, g, is_billable) for p in preds)]
             for g in golds:
                 per_code[system][g][2] += 1
             for g in set(matched_golds) - set(preds):

@@ -139,6 +139,14 @@ def train(args: TrainingArguments, data: LinkingData | None = None) -> TrainResu
     assert output_dir is not None and cache_dir is not None
     is_index = args.objective == "index_softmax"
 
+    base_embedder: OnnxEmbedder | None = None
+
+    def base_embedding_model() -> OnnxEmbedder:
+        nonlocal base_embedder
+        if base_embedder is None:
+            base_embedder = OnnxEmbedder(prepare_onnx(read_model_spec(None), cache_dir))
+        return base_embedder
+
     if data is None:
         console.print("[bold]building pairs[/bold]")
         tables = [p for p in (args.resolve(f) for f in [*args.abbreviation_files, *args.synonym_files]) if p]
@@ -152,6 +160,9 @@ def train(args: TrainingArguments, data: LinkingData | None = None) -> TrainResu
             test_term_fraction=args.test_term_fraction,
             max_test_queries=args.max_test_queries,
             seed=args.seed,
+            clause_embed=base_embedding_model().embed if args.codiesp_clause_docs > 0 else None,
+            codiesp_clause_docs=args.codiesp_clause_docs,
+            codiesp_clause_min_cosine=args.codiesp_clause_min_cosine,
         )
     console.print(
         f"targets {len(data.targets)}  train pairs {len(data.train)}  held-out pairs {len(data.test)} "
@@ -173,13 +184,13 @@ def train(args: TrainingArguments, data: LinkingData | None = None) -> TrainResu
         heldout_sets = {"families": data.test, "terms": data.test_terms}
         evaluate = args.evaluate and any(heldout_sets.values())
         if is_index or evaluate:
-            base_spec = read_model_spec(None)
-            base_embedder = OnnxEmbedder(prepare_onnx(base_spec, cache_dir))
             target_codes, target_matrix, _ = load_or_build_index(
-                base_embedder, data.targets, model_cache_dir(base_spec, cache_dir), progress=bar("embed targets")
+                base_embedding_model(), data.targets, model_cache_dir(read_model_spec(None), cache_dir),
+                progress=bar("embed targets"),
             )
             if evaluate:
-                metrics_before = heldout_metrics(base_embedder.embed, heldout_sets, target_matrix, target_codes)
+                metrics_before = heldout_metrics(base_embedding_model().embed, heldout_sets, target_matrix,
+                                                 target_codes)
                 console.print(f"base model held-out linking: {metrics_before}")
 
         base = load_torch_model(None)
@@ -276,6 +287,8 @@ def train(args: TrainingArguments, data: LinkingData | None = None) -> TrainResu
             "max_length": args.max_length,
             "target_encoder": "base" if is_index else "self",
         }
+        if args.pipeline_min_cosine is not None:
+            meta["min_cosine"] = args.pipeline_min_cosine
         (output_dir / "model.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
         metrics_after = None
@@ -309,8 +322,48 @@ def train(args: TrainingArguments, data: LinkingData | None = None) -> TrainResu
     }
     meta["arguments"] = args.to_dict()
     (output_dir / "model.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    if args.calibration_docs > 0 and args.codiesp_train:
+        console.print("[bold]calibrating in the pipeline[/bold]")
+        report = calibrate_artifact(args, output_dir, cache_dir)
+        console.print(f"floor {report['best_floor']}  knots {report['link_calibration']}")
     return TrainResult(output_dir, steps, time.perf_counter() - t_start, loss_before, loss_after, history,
                        metrics_before, metrics_after)
+
+
+def calibrate_artifact(args: TrainingArguments, output_dir: Path, cache_dir: Path) -> dict[str, Any]:
+    """Fit the saved model's link calibration and floor on the CodiEsp train documents it did not see
+    (training/calibrate.py) and store them in its model.json."""
+    from codebooks.bootstrap import prepare_database
+    from codebooks.db import make_engine
+    from codebooks.repository import CodebookRepository
+    from nlp.components.services import ServiceDetector
+    from nlp.encoder import CodeLinker
+    from training.calibrate import DEFAULT_FLOORS, calibrate, write_calibration
+    from training.evaluate import load_gold
+
+    url = args.calibration_database_url
+    if url.startswith("sqlite:///"):
+        db = args.resolve(url.removeprefix("sqlite:///"))
+        assert db is not None
+        db.parent.mkdir(parents=True, exist_ok=True)
+        url = f"sqlite:///{db.as_posix()}"
+    engine = make_engine(url)
+    try:
+        codebooks = CodebookRepository(prepare_database(engine))
+        linker = CodeLinker(codebooks.codes("icd10cm"), cache_dir, model_dir=output_dir,
+                            seventh_character_owners=codebooks.instructions("icd10cm", "seven_chr_def").keys())
+        gold = args.resolve(args.codiesp_train)
+        assert gold is not None
+        start = args.codiesp_clause_docs
+        notes = load_gold(gold)[start : start + args.calibration_docs]
+        detector = ServiceDetector(codebooks.codes("cpt")) if codebooks.versions("cpt") else None
+        report = calibrate(codebooks, linker, notes, DEFAULT_FLOORS, cache_dir=cache_dir, service_detector=detector)
+    finally:
+        engine.dispose()
+    report["gold"] = f"{args.codiesp_train} [{start}:{start + len(notes)}]"
+    write_calibration(output_dir, report["best_floor"], report["link_calibration"],
+                      {k: v for k, v in report.items() if k != "link_calibration"})
+    return report
 
 
 def main(argv: Sequence[str] | None = None) -> int:

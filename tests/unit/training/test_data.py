@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import random
+import re
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from nlp.types import CodeInfo
@@ -15,9 +19,12 @@ from training.data import (
     TargetMap,
     abbreviation_pairs,
     build_siblings,
+    case_report_clauses,
     clean_phrase,
+    codiesp_clause_pairs,
     index_pairs,
     index_phrase,
+    read_codiesp,
     read_phrase_table,
     split_pairs,
     split_terms,
@@ -123,3 +130,42 @@ def test_config_rejects_unknown_fields_and_objectives(tmp_path: Path) -> None:
     good.write_text('max_steps = 7\noutput_dir = "/tmp/x"\n')
     args = TrainingArguments.from_toml(good, seed=5)
     assert (args.max_steps, args.seed, args.resolve(args.output_dir)) == (7, 5, Path("/tmp/x"))
+
+
+_VOCAB: dict[str, int] = {}
+
+
+def _bag_of_words(texts: Sequence[str]) -> np.ndarray:
+    """A transparent stand-in for the base model: L2-normalised word counts (one vocabulary for every call)."""
+    rows = [[_VOCAB.setdefault(w, len(_VOCAB)) for w in re.findall(r"[a-z]+", t.lower())] for t in texts]
+    out = np.zeros((len(texts), 512), dtype=np.float32)
+    for i, ids in enumerate(rows):
+        for j in ids:
+            out[i, j] += 1.0
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
+
+
+def test_codiesp_clause_pairs_pair_each_gold_code_with_its_closest_case_report_clause() -> None:
+    to_target = TargetMap(_codes(), owners={"S72"})
+    text = ("A 70-year-old man with chronic heart failure, who presented with right femur neck fracture after a fall. "
+            "Blood pressure was normal.")
+    docs = [(text, ["I509", "S72001A", "Z99.9"])]
+    assert "chronic heart failure" in case_report_clauses(text)
+    pairs = codiesp_clause_pairs(docs, to_target, to_target.targets, _bag_of_words, min_cosine=0.45)
+    assert {(p.anchor, p.code, p.source) for p in pairs} == {
+        ("chronic heart failure", "I50.9", "codiesp_clause"),
+        ("right femur neck fracture", "S72.001", "codiesp_clause"),
+    }
+    # A clause is given to the gold code closest to it only, and weak matches are not paired at all.
+    both = [("Echocardiography showed left ventricular failure.", ["I50.9", "I50.1"])]
+    pairs = codiesp_clause_pairs(both, to_target, to_target.targets, _bag_of_words, min_cosine=0.45)
+    assert [(p.anchor, p.code) for p in pairs] == [("Echocardiography showed left ventricular failure", "I50.1")]
+    assert codiesp_clause_pairs(docs, to_target, to_target.targets, _bag_of_words, min_cosine=0.9) == []
+
+
+def test_read_codiesp_reads_the_first_documents_only(tmp_path: Path) -> None:
+    path = tmp_path / "codiesp.jsonl"
+    rows = [{"id": str(i), "text_en": f"note {i}", "icd10cm": [f"r{i:02d}"]} for i in range(5)]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n", encoding="utf-8")
+    assert read_codiesp(path, docs=2) == [("note 0", ["r00"]), ("note 1", ["r01"])]
+    assert len(read_codiesp(path)) == 5
