@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 BASE_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 BASE_VERSION = "all-minilm-l6-v2-base"
 MODELS_DIR = Path(__file__).resolve().parent / "models"
-DEFAULT_MODEL_NAME = "minilm-icd-lora-v2"
+DEFAULT_MODEL_NAME = "minilm-icd-lora-v3"
 MAX_LENGTH = 64
 EMBEDDING_DIM = 384
 # Bump when the export, quantization or index layout changes, so stale caches are never read.

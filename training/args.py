@@ -20,8 +20,9 @@ class ConfigError(ValueError):
 class TrainingArguments:
     """Everything that decides a training run; relative paths are resolved against the repository root."""
 
-    version: str = "minilm-icd-lora-v2"
-    output_dir: str = "nlp/models/minilm-icd-lora-v2"
+    # Defaults write a scratch model, never over the committed one (its TOML names nlp/models/... itself).
+    version: str = "minilm-icd-lora-dev"
+    output_dir: str = "var/models/minilm-icd-lora-dev"
     seed: int = 13
     threads: int = 2
 

@@ -1,6 +1,6 @@
 """Contrastive LoRA fine-tuning of MiniLM for mention-to-code linking.
 
-    python -m training.train --config training/configs/minilm_icd_lora_v2.toml
+    python -m training.train --config training/configs/minilm_icd_lora_v3.toml
 
 Builds the pairs (training/data.py), measures held-out linking accuracy of the base model, trains a LoRA
 adapter with in-batch + sibling hard negatives, saves the adapter to `output_dir` with a `model.json`
