@@ -128,15 +128,16 @@ def read_model_spec(adapter_dir: Path | None) -> ModelSpec:
 def _calibration(value: Any, meta_path: Path) -> tuple[tuple[float, float], ...] | None:
     """model.json "link_calibration": [[cosine, precision], ...], cosines increasing, precisions in [0, 1]
     and not decreasing (an isotonic fit, training/calibrate.py)."""
-    if value is None:
-        return None
+    if value is None or value == []:
+        return None  # uncalibrated (a calibration that found no links writes none)
     problem = f"{meta_path}: link_calibration must be a list of [cosine, precision] pairs, cosines increasing"
-    if not isinstance(value, list) or not value:
+    if not isinstance(value, list):
         raise ModelNotFound(problem)
     knots: list[tuple[float, float]] = []
     for item in value:
         if (not isinstance(item, list | tuple) or len(item) != 2
-                or not all(isinstance(v, int | float) and 0.0 <= float(v) <= 1.0 for v in item)):
+                or not all(isinstance(v, int | float) and not isinstance(v, bool) and 0.0 <= float(v) <= 1.0
+                           for v in item)):
             raise ModelNotFound(problem)
         knots.append((float(item[0]), float(item[1])))
     if any(b[0] <= a[0] or b[1] < a[1] for a, b in zip(knots, knots[1:], strict=False)):

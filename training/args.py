@@ -110,4 +110,9 @@ class TrainingArguments:
         args = cls(**values)
         if args.objective not in ("index_softmax", "in_batch"):
             raise ConfigError(f"{path}: objective must be 'index_softmax' or 'in_batch', not {args.objective!r}")
+        if args.calibration_docs > 0 and args.codiesp_clause_docs <= 0:
+            # Calibration reads the CodiEsp documents after the first codiesp_clause_docs, the ones kept out of
+            # training; without that cut it would calibrate on documents the model was trained on.
+            raise ConfigError(f"{path}: calibration_docs needs codiesp_clause_docs > 0 (the documents kept out of "
+                              "training start after them)")
         return args

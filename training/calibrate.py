@@ -207,11 +207,15 @@ def best_floor(rows: Sequence[Mapping[str, Any]]) -> float:
 
 def write_calibration(model_dir: Path, floor: float, knots: Sequence[tuple[float, float]],
                       report: Mapping[str, Any]) -> None:
-    """Store the floor, the knots and how they were measured in `model_dir/model.json`."""
+    """Store the floor, the knots (none when the fit found no links) and how they were measured in
+    `model_dir/model.json`."""
     path = Path(model_dir) / "model.json"
     meta = json.loads(path.read_text(encoding="utf-8"))
     meta["min_cosine"] = floor
-    meta["link_calibration"] = [list(k) for k in knots]
+    if knots:
+        meta["link_calibration"] = [list(k) for k in knots]
+    else:  # no similarity link on the calibration notes: the model stays uncalibrated
+        meta.pop("link_calibration", None)
     meta["calibration_report"] = dict(report)
     path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
@@ -249,11 +253,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fit", action="store_true", help="fit the calibration first (else: the model's own)")
     parser.add_argument("--write", action="store_true", help="fit, and store the result in the model's model.json")
     parser.add_argument("--calibration", type=Path,
-                        help="apply the floor and knots of an earlier --fit report (JSON) instead of the model's")
+                        help="apply the knots of an earlier --fit report (JSON) instead of the model's; with "
+                             "--floors model, its floor too")
     parser.add_argument("--database-url", default="sqlite:///var/notecoder.db",
                         help="code-set database (created and filled on first use)")
     parser.add_argument("--cache-dir", type=Path, default=Path("var/cache"), help="dictionary and encoder caches")
     ns = parser.parse_args(argv)
+    choice = ns.model.strip()
+    if ns.write and choice.lower() in ("base", "none"):
+        parser.error("--write needs a fine-tuned model folder (--model DIR)")
+    if ns.calibration is not None and (ns.fit or ns.write or choice.lower() == "none"):
+        parser.error("--calibration applies an earlier fit to a model: not with --fit, --write or --model none")
 
     from codebooks.bootstrap import prepare_database
     from codebooks.db import make_engine
@@ -268,7 +278,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         codebooks = CodebookRepository(prepare_database(engine))
         codes = codebooks.codes("icd10cm")
-        choice = ns.model.strip()
         linker: CodeLinker | None = None
         model_dir = Path(choice) if choice and choice.lower() not in ("base", "none") else default_model_dir()
         if choice.lower() != "none":
@@ -278,7 +287,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         detector = ServiceDetector(codebooks.codes("cpt")) if codebooks.versions("cpt") else None
         report: dict[str, Any]
         if linker is not None and (ns.fit or ns.write):
+            # The floor is what the fit chooses: "model" (or nothing) sweeps the default candidates.
             floors = [float(f) for f in ns.floors.split(",") if f.strip() and f.strip() != "model"]
+            floors = floors or list(DEFAULT_FLOORS)
             report = calibrate(codebooks, linker, notes, floors, cache_dir=ns.cache_dir, service_detector=detector)
         else:
             chosen: list[float | None] = [None if f.strip() == "model" else float(f)
@@ -295,8 +306,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         engine.dispose()
     if ns.write:
-        if linker is None or choice.lower() == "base":
-            parser.error("--write needs a fine-tuned model folder (--model DIR)")
         write_calibration(model_dir, report["best_floor"], report["link_calibration"],
                           {k: v for k, v in report.items() if k not in ("link_calibration",)})
     print(json.dumps(report, indent=2))

@@ -241,9 +241,13 @@ def codiesp_pairs(path: Path, to_target: TargetMap, targets: Mapping[str, str], 
     """
     out: list[Pair] = []
     with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh):
+        n = 0
+        for line in fh:
+            if not line.strip():
+                continue
             if docs is not None and n >= docs:
                 break
+            n += 1
             doc = json.loads(line)
             text = (doc.get("text_en") or "").lower()
             sentences = [m for m in re.finditer(r"[^.;:\n]+", text) if m.group().strip()]
@@ -292,7 +296,8 @@ def read_codiesp(path: Path, *, docs: int | None = None) -> list[tuple[str, list
 
 
 def case_report_clauses(text: str) -> list[str]:
-    """The clauses the pipeline sends to the encoder for a note without sections (nlp EncoderMentions)."""
+    """The clauses of a note without sections, cut as the pipeline cuts them (nlp EncoderMentions, before it drops
+    clauses a dictionary term covers and plan statements)."""
     from nlp.components.mentions import problem_clauses
     from nlp.components.sentences import split_sentences
 
@@ -307,8 +312,9 @@ def codiesp_clause_pairs(
     *,
     min_cosine: float,
 ) -> list[Pair]:
-    """Document-level supervision turned into clause pairs: each document is cut into the clauses the pipeline
-    would send to the encoder, and each of its gold codes is paired with the clause closest to the code's
+    """Document-level supervision turned into clause pairs: each document is cut into clauses by the function the
+    pipeline uses for a note without sections (every clause is kept; the pipeline also skips those a dictionary
+    term covers and plan statements), and each of its gold codes is paired with the clause closest to the code's
     description by `embed` (the base model), if that cosine reaches `min_cosine` and no other gold code of the
     document is closer to the same clause. The gold codes constrain the choice; the model learns how case
     reports word the findings that CodiEsp coders coded.

@@ -82,7 +82,10 @@ def test_model_json_link_calibration_is_read_and_checked(tmp_path: Path) -> None
     meta = json.loads((default_model_dir() / "model.json").read_text())
     (tmp_path / "model.json").write_text(json.dumps({**meta, "link_calibration": [[0.4, 0.05], [0.7, 0.3]]}))
     assert read_model_spec(tmp_path).calibration == ((0.4, 0.05), (0.7, 0.3))
-    for bad in ([[0.7, 0.3], [0.4, 0.05]], [[0.4, 0.3], [0.7, 0.1]], [[0.4, 1.5]], "steep", []):
+    for empty in ([], None):  # a fit that found no links leaves the model uncalibrated
+        (tmp_path / "model.json").write_text(json.dumps({**meta, "link_calibration": empty}))
+        assert read_model_spec(tmp_path).calibration is None
+    for bad in ([[0.7, 0.3], [0.4, 0.05]], [[0.4, 0.3], [0.7, 0.1]], [[0.4, 1.5]], [[0.4, True]], "steep", [1]):
         (tmp_path / "model.json").write_text(json.dumps({**meta, "link_calibration": bad}))
         with pytest.raises(ModelNotFound, match="link_calibration"):
             read_model_spec(tmp_path)

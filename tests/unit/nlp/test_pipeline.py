@@ -186,6 +186,16 @@ def test_a_calibrated_link_scores_its_measured_precision(codebook_repository: Co
     assert {s.code: s.score for s in result.suggestions}["K57.92"] == pytest.approx(0.6, abs=0.005)
 
 
+def test_an_uncalibrated_link_scores_linearly_from_the_rules_floor(codebook_repository: CodebookRepository) -> None:
+    # No model.json floor or calibration (the base model): 0.1 at the rules' floor (0.70) plus 2 per unit above.
+    pipeline = build_pipeline(PipelineConfig(threshold=0.0), codebook_repository, scorer=FakeScorer(0.95))
+    text = "Assessment:\n1. Flare of colonic diverticular inflammation."
+    result = pipeline.code(CodingRequest(text=text, code_systems=("icd10cm",)))
+    assert {s.code: s.score for s in result.suggestions}["K57.92"] == pytest.approx(0.6, abs=0.005)
+    low = build_pipeline(PipelineConfig(threshold=0.0), codebook_repository, scorer=FakeScorer(0.65))
+    assert "K57.92" not in {s.code for s in low.code(CodingRequest(text=text, code_systems=("icd10cm",))).suggestions}
+
+
 def test_plan_statements_and_headers_are_not_sent_to_the_encoder(codebook_repository: CodebookRepository) -> None:
     scorer = FakeScorer(0.95)
     pipeline = build_pipeline(PipelineConfig(threshold=0.0), codebook_repository, scorer=scorer)

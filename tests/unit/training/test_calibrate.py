@@ -104,3 +104,7 @@ def test_sweep_and_calibrate_report_f1_and_map_per_floor(codebook_repository: Co
     meta = json.loads((tmp_path / "model.json").read_text())
     assert meta["min_cosine"] == 0.6 and meta["link_calibration"][-1] == [0.8, 0.95]
     assert meta["version"] == "x" and meta["calibration_report"] == {"notes": 4}
+    # A fit that found no similarity links leaves the model uncalibrated rather than writing an empty curve.
+    write_calibration(tmp_path, 0.6, [], {"notes": 4, "links": 0})
+    meta = json.loads((tmp_path / "model.json").read_text())
+    assert "link_calibration" not in meta and meta["min_cosine"] == 0.6

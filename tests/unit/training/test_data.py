@@ -126,6 +126,10 @@ def test_config_rejects_unknown_fields_and_objectives(tmp_path: Path) -> None:
     bad.write_text('objective = "triplet"\n')
     with pytest.raises(ConfigError):
         TrainingArguments.from_toml(bad)
+    # Calibrating needs CodiEsp documents kept out of training (those after codiesp_clause_docs).
+    bad.write_text('calibration_docs = 100\ncodiesp_clause_docs = 0\n')
+    with pytest.raises(ConfigError, match="codiesp_clause_docs"):
+        TrainingArguments.from_toml(bad)
     good = tmp_path / "good.toml"
     good.write_text('max_steps = 7\noutput_dir = "/tmp/x"\n')
     args = TrainingArguments.from_toml(good, seed=5)
