@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -240,6 +241,47 @@ def calibrate(
             "rows": rows, "best_floor": best_floor(rows)}
 
 
+@contextmanager
+def pipeline_inputs(database_url: str, cache_dir: Path, model: str | Path = "") -> Iterator[tuple[Any, Any, Any]]:
+    """(code-set repository, linker, CPT service detector) over `database_url` (an SQLite file is created and
+    filled on first use). `model`: a fine-tuned model folder; "" the shipped one; "base" the base model;
+    "none" no linker (None)."""
+    from codebooks.bootstrap import prepare_database
+    from codebooks.db import make_engine
+    from codebooks.repository import CodebookRepository
+    from nlp.components.services import ServiceDetector
+    from nlp.encoder import CodeLinker, default_model_dir
+
+    if database_url.startswith("sqlite:///"):
+        Path(database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    choice = str(model).strip()
+    engine = make_engine(database_url)
+    try:
+        codebooks = CodebookRepository(prepare_database(engine))
+        linker = None
+        if choice.lower() != "none":
+            model_dir = Path(choice) if choice and choice.lower() != "base" else default_model_dir()
+            linker = CodeLinker(codebooks.codes("icd10cm"), cache_dir, model_dir=model_dir,
+                                use_base_model=choice.lower() == "base",
+                                seventh_character_owners=codebooks.instructions("icd10cm", "seven_chr_def").keys())
+        detector = ServiceDetector(codebooks.codes("cpt")) if codebooks.versions("cpt") else None
+        yield codebooks, linker, detector
+    finally:
+        engine.dispose()
+
+
+def calibrate_model_dir(model_dir: Path, notes: Sequence[Any], *, gold: str, database_url: str, cache_dir: Path,
+                        floors: Sequence[float] = DEFAULT_FLOORS) -> dict[str, Any]:
+    """Fit a fine-tuned model's calibration and floor on `notes` (described by `gold`) and store them in its
+    model.json: what `--write` and the end of `python -m training.train` do."""
+    with pipeline_inputs(database_url, cache_dir, model_dir) as (codebooks, linker, detector):
+        report = calibrate(codebooks, linker, notes, floors, cache_dir=cache_dir, service_detector=detector)
+    report["gold"] = gold
+    write_calibration(model_dir, report["best_floor"], report["link_calibration"],
+                      {k: v for k, v in report.items() if k != "link_calibration"})
+    return report
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.calibrate", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="",
@@ -265,32 +307,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.calibration is not None and (ns.fit or ns.write or choice.lower() == "none"):
         parser.error("--calibration applies an earlier fit to a model: not with --fit, --write or --model none")
 
-    from codebooks.bootstrap import prepare_database
-    from codebooks.db import make_engine
-    from codebooks.repository import CodebookRepository
-    from nlp.components.services import ServiceDetector
-    from nlp.encoder import CodeLinker, default_model_dir
+    from nlp.encoder import default_model_dir
     from training.evaluate import load_gold
 
-    if ns.database_url.startswith("sqlite:///"):
-        Path(ns.database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(ns.database_url)
-    try:
-        codebooks = CodebookRepository(prepare_database(engine))
-        codes = codebooks.codes("icd10cm")
-        linker: CodeLinker | None = None
-        model_dir = Path(choice) if choice and choice.lower() not in ("base", "none") else default_model_dir()
-        if choice.lower() != "none":
-            linker = CodeLinker(codes, ns.cache_dir, model_dir=model_dir, use_base_model=choice.lower() == "base",
-                                seventh_character_owners=codebooks.instructions("icd10cm", "seven_chr_def").keys())
-        notes = load_gold(ns.gold)[ns.skip : ns.skip + ns.docs]
-        detector = ServiceDetector(codebooks.codes("cpt")) if codebooks.versions("cpt") else None
-        report: dict[str, Any]
-        if linker is not None and (ns.fit or ns.write):
-            # The floor is what the fit chooses: "model" (or nothing) sweeps the default candidates.
-            floors = [float(f) for f in ns.floors.split(",") if f.strip() and f.strip() != "model"]
-            floors = floors or list(DEFAULT_FLOORS)
-            report = calibrate(codebooks, linker, notes, floors, cache_dir=ns.cache_dir, service_detector=detector)
+    notes = load_gold(ns.gold)[ns.skip : ns.skip + ns.docs]
+    gold = f"{ns.gold} [{ns.skip}:{ns.skip + len(notes)}]"
+    # The floor is what a fit chooses: "model" (or nothing) sweeps the default candidates.
+    fit_floors = [float(f) for f in ns.floors.split(",") if f.strip() and f.strip() != "model"] or list(DEFAULT_FLOORS)
+    if ns.write:
+        report = calibrate_model_dir(Path(choice) if choice else default_model_dir(), notes, gold=gold,
+                                     database_url=ns.database_url, cache_dir=ns.cache_dir, floors=fit_floors)
+        print(json.dumps(report, indent=2))
+        return 0
+    with pipeline_inputs(ns.database_url, ns.cache_dir, choice) as (codebooks, linker, detector):
+        if linker is not None and ns.fit:
+            report = calibrate(codebooks, linker, notes, fit_floors, cache_dir=ns.cache_dir,
+                               service_detector=detector)
         else:
             chosen: list[float | None] = [None if f.strip() == "model" else float(f)
                                           for f in ns.floors.split(",") if f.strip()]
@@ -302,12 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows = sweep(codebooks, linker, notes, chosen, cache_dir=ns.cache_dir, service_detector=detector,
                          calibration=knots)
             report = {"model": linker.version if linker else "none", "notes": len(notes), "rows": rows}
-        report["gold"] = f"{ns.gold} [{ns.skip}:{ns.skip + len(notes)}]"
-    finally:
-        engine.dispose()
-    if ns.write:
-        write_calibration(model_dir, report["best_floor"], report["link_calibration"],
-                          {k: v for k, v in report.items() if k not in ("link_calibration",)})
+    report["gold"] = gold
     print(json.dumps(report, indent=2))
     return 0
 

@@ -333,37 +333,20 @@ def train(args: TrainingArguments, data: LinkingData | None = None) -> TrainResu
 def calibrate_artifact(args: TrainingArguments, output_dir: Path, cache_dir: Path) -> dict[str, Any]:
     """Fit the saved model's link calibration and floor on the CodiEsp train documents it did not see
     (training/calibrate.py) and store them in its model.json."""
-    from codebooks.bootstrap import prepare_database
-    from codebooks.db import make_engine
-    from codebooks.repository import CodebookRepository
-    from nlp.components.services import ServiceDetector
-    from nlp.encoder import CodeLinker
-    from training.calibrate import DEFAULT_FLOORS, calibrate, write_calibration
+    from training.calibrate import calibrate_model_dir
     from training.evaluate import load_gold
 
     url = args.calibration_database_url
     if url.startswith("sqlite:///"):
         db = args.resolve(url.removeprefix("sqlite:///"))
         assert db is not None
-        db.parent.mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{db.as_posix()}"
-    engine = make_engine(url)
-    try:
-        codebooks = CodebookRepository(prepare_database(engine))
-        linker = CodeLinker(codebooks.codes("icd10cm"), cache_dir, model_dir=output_dir,
-                            seventh_character_owners=codebooks.instructions("icd10cm", "seven_chr_def").keys())
-        gold = args.resolve(args.codiesp_train)
-        assert gold is not None
-        start = args.codiesp_clause_docs
-        notes = load_gold(gold)[start : start + args.calibration_docs]
-        detector = ServiceDetector(codebooks.codes("cpt")) if codebooks.versions("cpt") else None
-        report = calibrate(codebooks, linker, notes, DEFAULT_FLOORS, cache_dir=cache_dir, service_detector=detector)
-    finally:
-        engine.dispose()
-    report["gold"] = f"{args.codiesp_train} [{start}:{start + len(notes)}]"
-    write_calibration(output_dir, report["best_floor"], report["link_calibration"],
-                      {k: v for k, v in report.items() if k != "link_calibration"})
-    return report
+    gold = args.resolve(args.codiesp_train)
+    assert gold is not None
+    start = args.codiesp_clause_docs
+    notes = load_gold(gold)[start : start + args.calibration_docs]
+    return calibrate_model_dir(output_dir, notes, gold=f"{args.codiesp_train} [{start}:{start + len(notes)}]",
+                               database_url=url, cache_dir=cache_dir)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
