@@ -350,12 +350,31 @@ def codiesp_clause_pairs(
 # ---- assembly ---------------------------------------------------------------------------------------------
 
 
+def _phrase_key(phrase: str) -> str:
+    return _SPACES.sub(" ", phrase.lower()).strip()
+
+
+def add_training_only(train: Sequence[Pair], extra: Iterable[Pair], *, held_out_families: Collection[str],
+                      held_out_pairs: Iterable[Pair]) -> list[Pair]:
+    """`train` followed by the pairs of `extra` that belong to no held-out family and repeat no phrase (case and
+    spacing ignored) of training, of a held-out set or of an earlier extra pair: added after the split, they
+    cannot leak into either held-out set."""
+    out = list(train)
+    seen = {_phrase_key(p.anchor) for p in [*out, *held_out_pairs]}
+    for p in extra:
+        key = _phrase_key(p.anchor)
+        if family(p.code) not in held_out_families and key not in seen:
+            seen.add(key)
+            out.append(p)
+    return out
+
+
 def _dedupe(pairs: Iterable[Pair], targets: Mapping[str, str]) -> list[Pair]:
     """One pair per (phrase, code); phrases naming several codes and phrases equal to the target's own text
     are dropped (the first would be false negatives in a batch, the second teaches nothing)."""
     by_phrase: dict[str, dict[str, Pair]] = defaultdict(dict)
     for p in pairs:
-        key = _SPACES.sub(" ", p.anchor.lower()).strip()
+        key = _phrase_key(p.anchor)
         if not key or key == targets[p.code].lower():
             continue
         by_phrase[key].setdefault(p.code, p)
@@ -470,13 +489,9 @@ def build_linking_data(
         train = [p for p in train if p.source != "codiesp" or (p.anchor, p.code) in kept]
     if codiesp_train is not None and clause_embed is not None and codiesp_clause_docs > 0:
         documents = read_codiesp(codiesp_train, docs=codiesp_clause_docs)
-        seen = {_SPACES.sub(" ", p.anchor.lower()).strip() for p in [*train, *test, *test_terms]}
-        for p in _dedupe(codiesp_clause_pairs(documents, to_target, targets, clause_embed,
-                                              min_cosine=codiesp_clause_min_cosine), targets):
-            key = _SPACES.sub(" ", p.anchor.lower()).strip()
-            if family(p.code) not in held_out and key not in seen:
-                seen.add(key)
-                train.append(p)
+        clauses = _dedupe(codiesp_clause_pairs(documents, to_target, targets, clause_embed,
+                                               min_cosine=codiesp_clause_min_cosine), targets)
+        train = add_training_only(train, clauses, held_out_families=held_out, held_out_pairs=[*test, *test_terms])
     rng.shuffle(train)
     train_codes = [c for c in targets if family(c) not in held_out]
     counts: dict[str, int] = defaultdict(int)

@@ -18,6 +18,7 @@ from training.data import (
     Pair,
     TargetMap,
     abbreviation_pairs,
+    add_training_only,
     build_siblings,
     case_report_clauses,
     clean_phrase,
@@ -173,3 +174,18 @@ def test_read_codiesp_reads_the_first_documents_only(tmp_path: Path) -> None:
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n", encoding="utf-8")
     assert read_codiesp(path, docs=2) == [("note 0", ["r00"]), ("note 1", ["r01"])]
     assert len(read_codiesp(path)) == 5
+
+
+def test_pairs_added_after_the_split_never_touch_a_held_out_family_or_phrase() -> None:
+    train = [Pair("heart failure nos", "I50.9", "index")]
+    held_out = [Pair("Left  Ventricular failure", "I50.1", "index")]
+    extra = [
+        Pair("left ventricular failure", "I50.9", "codiesp_clause"),  # a held-out phrase (case and spaces aside)
+        Pair("femur neck fracture", "S72.001", "codiesp_clause"),  # a held-out family
+        Pair("Heart failure NOS", "I50.9", "codiesp_clause"),  # already a training phrase
+        Pair("decompensated heart failure", "I50.9", "codiesp_clause"),
+        Pair("decompensated  heart failure", "I10", "codiesp_clause"),  # repeats an earlier extra phrase
+    ]
+    out = add_training_only(train, extra, held_out_families={"S72"}, held_out_pairs=held_out)
+    assert out == [*train, Pair("decompensated heart failure", "I50.9", "codiesp_clause")]
+    assert train == [Pair("heart failure nos", "I50.9", "index")]  # the input list is left as it was
