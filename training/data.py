@@ -230,54 +230,48 @@ def _stem(word: str) -> str:
     return "" if word in _STOP or len(word) < 3 else word[:7]
 
 
-def codiesp_pairs(path: Path, to_target: TargetMap, targets: Mapping[str, str], *, limit: int,
-                  docs: int | None = None) -> list[Pair]:
+def codiesp_pairs(documents: Iterable[tuple[str, Sequence[str]]], to_target: TargetMap, targets: Mapping[str, str],
+                  *, limit: int) -> list[Pair]:
     """Weak pairs from CodiEsp train (English translation): for each document code, the shortest run of
     words in one sentence that covers every content word of the code's description (7-letter prefixes), if one
     exists and is at most three words longer than the description's content.
 
     Evidence spans exist only for the Spanish text, so alignment is lexical; requiring full coverage keeps
-    the pairs precise at the cost of recall. Only the first `docs` documents are read (all if None).
+    the pairs precise at the cost of recall. `documents`: (English text, codes), as `read_codiesp` gives them.
     """
     out: list[Pair] = []
-    with path.open(encoding="utf-8") as fh:
-        n = 0
-        for line in fh:
-            if not line.strip():
+    if limit <= 0:
+        return out
+    for raw_text, raw_codes in documents:
+        text = raw_text.lower()
+        sentences = [m for m in re.finditer(r"[^.;:\n]+", text) if m.group().strip()]
+        words = [[(w.start() + s.start(), w.end() + s.start(), _stem(w.group())) for w in _WORD.finditer(s.group())]
+                 for s in sentences]
+        for raw in raw_codes:
+            target = to_target(raw)
+            if target is None:
                 continue
-            if docs is not None and n >= docs:
-                break
-            n += 1
-            doc = json.loads(line)
-            text = (doc.get("text_en") or "").lower()
-            sentences = [m for m in re.finditer(r"[^.;:\n]+", text) if m.group().strip()]
-            words = [[(w.start() + s.start(), w.end() + s.start(), _stem(w.group())) for w in _WORD.finditer(s.group())]
-                     for s in sentences]
-            for raw in doc.get("icd10cm") or []:
-                target = to_target(raw)
-                if target is None:
+            need = {st for st in (_stem(w) for w in _WORD.findall(targets[target].lower())) if st}
+            if not need or len(need) > 4:
+                continue
+            best: tuple[int, int] | None = None
+            for sent in words:
+                if not need <= {st for _, _, st in sent}:
                     continue
-                need = {st for st in (_stem(w) for w in _WORD.findall(targets[target].lower())) if st}
-                if not need or len(need) > 4:
-                    continue
-                best: tuple[int, int] | None = None
-                for sent in words:
-                    if not need <= {st for _, _, st in sent}:
+                for i, (start, _, st) in enumerate(sent):
+                    if st not in need:
                         continue
-                    for i, (start, _, st) in enumerate(sent):
-                        if st not in need:
-                            continue
-                        seen: set[str] = set()
-                        for j in range(i, min(len(sent), i + len(need) + 3)):
-                            seen.add(sent[j][2])
-                            if need <= seen:
-                                if best is None or sent[j][1] - start < best[1] - best[0]:
-                                    best = (start, sent[j][1])
-                                break
-                if best is not None:
-                    out.append(Pair(text[best[0] : best[1]], target, "codiesp"))
-                if len(out) >= limit:
-                    return out
+                    seen: set[str] = set()
+                    for j in range(i, min(len(sent), i + len(need) + 3)):
+                        seen.add(sent[j][2])
+                        if need <= seen:
+                            if best is None or sent[j][1] - start < best[1] - best[0]:
+                                best = (start, sent[j][1])
+                            break
+            if best is not None:
+                out.append(Pair(text[best[0] : best[1]], target, "codiesp"))
+            if len(out) >= limit:
+                return out
     return out
 
 
@@ -474,22 +468,25 @@ def build_linking_data(
         pairs.extend(index_pairs(index_csv, to_target))
     table = [row for path in phrase_tables for row in read_phrase_table(path)]
     pairs.extend(abbreviation_pairs(table, pairs, to_target, max_variants=max_abbreviation_variants, rng=rng))
-    if codiesp_train is not None:
-        pairs.extend(codiesp_pairs(codiesp_train, to_target, targets, limit=max_codiesp_pairs))
+    documents = read_codiesp(codiesp_train) if codiesp_train is not None else []
+    # Pairs of the first codiesp_clause_docs documents, then of the rest (the calibration documents): one pass,
+    # in document order, under one limit.
+    first = max(codiesp_clause_docs, 0)
+    early = codiesp_pairs(documents[:first], to_target, targets, limit=max_codiesp_pairs)
+    pairs.extend(early)
+    pairs.extend(codiesp_pairs(documents[first:], to_target, targets, limit=max_codiesp_pairs - len(early)))
     pairs = _dedupe(pairs, targets)
     train, test, held_out = split_pairs(
         pairs, targets, test_fraction=test_family_fraction, max_test=max_test_queries, rng=rng
     )
     train, test_terms = split_terms(train, fraction=test_term_fraction, max_test=max_test_queries, rng=rng)
-    if codiesp_train is not None and codiesp_clause_docs > 0:
+    if documents and codiesp_clause_docs > 0:
         # The documents after the first codiesp_clause_docs stay unseen (they calibrate the pipeline). They are
         # dropped from training only after the split, so the held-out sets stay the same with or without them.
-        kept = {(p.anchor, p.code) for p in codiesp_pairs(codiesp_train, to_target, targets, limit=max_codiesp_pairs,
-                                                            docs=codiesp_clause_docs)}
+        kept = {(p.anchor, p.code) for p in early}
         train = [p for p in train if p.source != "codiesp" or (p.anchor, p.code) in kept]
-    if codiesp_train is not None and clause_embed is not None and codiesp_clause_docs > 0:
-        documents = read_codiesp(codiesp_train, docs=codiesp_clause_docs)
-        clauses = _dedupe(codiesp_clause_pairs(documents, to_target, targets, clause_embed,
+    if documents and clause_embed is not None and codiesp_clause_docs > 0:
+        clauses = _dedupe(codiesp_clause_pairs(documents[:first], to_target, targets, clause_embed,
                                                min_cosine=codiesp_clause_min_cosine), targets)
         train = add_training_only(train, clauses, held_out_families=held_out, held_out_pairs=[*test, *test_terms])
     rng.shuffle(train)
