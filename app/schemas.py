@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from nlp.types import CodingRequest, CodingResult, Patient
+from nlp.types import CodingRequest, CodingResult, Patient, normalise_sex
 
 SettingName = Literal["outpatient", "inpatient", "emergency"]
 SystemName = Literal["icd10cm", "cpt"]
@@ -22,8 +22,7 @@ class PatientIn(BaseModel):
     @field_validator("sex", mode="before")
     @classmethod
     def _sex_aliases(cls, v: object) -> object:
-        aliases = {"f": "female", "m": "male", "o": "other", "u": "unknown"}
-        return aliases.get(v.strip().lower(), v.strip().lower()) if isinstance(v, str) else v
+        return normalise_sex(v)
 
 
 class SuggestRequest(BaseModel):

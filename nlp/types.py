@@ -17,6 +17,17 @@ CODE_SYSTEMS: tuple[str, ...] = ("icd10cm", "cpt")
 Assertion = Literal["present", "negated", "family", "historical", "hypothetical", "uncertain"]
 
 
+SEX_ALIASES: Mapping[str, str] = {"f": "female", "m": "male", "o": "other", "u": "unknown"}
+
+
+def normalise_sex(value: object) -> object:
+    """"F"/"m"/" Female " -> "female"; anything not a string is returned as it is (for the caller to reject)."""
+    if not isinstance(value, str):
+        return value
+    v = value.strip().lower()
+    return SEX_ALIASES.get(v, v)
+
+
 @dataclass(frozen=True)
 class Patient:
     age: int | None = None

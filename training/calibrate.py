@@ -58,29 +58,28 @@ class MemoScorer:
         return next((cos for c, cos in self._memo.get(phrase, ()) if c.replace(".", "") == flat), None)
 
 
-def gold_request(note: Any, *, max_suggestions: int = 20) -> Any:
-    """The request `notecoder evaluate` sends for a gold note: its setting, date and patient; CodiEsp notes
-    (no CPT gold) ask for ICD-10-CM only."""
+def coding_request(note: Any, *, max_suggestions: int = 20) -> Any:
+    """The pipeline request for a gold note: `notecoder evaluate`'s (training/evaluate.py: gold_request) as the
+    API would read it (gold files are trusted, so the API's validation is not repeated)."""
     import datetime as dt
 
-    from nlp.types import CODE_SYSTEMS, CodingRequest, Patient
+    from nlp.types import CODE_SYSTEMS, CodingRequest, Patient, normalise_sex
+    from training.evaluate import gold_request
 
-    patient = dict(note.patient or {})
-    sex = patient.get("sex")
-    sex = {"f": "female", "m": "male"}.get(str(sex).lower(), str(sex).lower()) if sex else None
-    systems = ("icd10cm",) if note.source_format == "codiesp" and not note.codes.get("cpt") else CODE_SYSTEMS
+    obj = gold_request(note, max_suggestions=max_suggestions)
+    patient = obj["patient"] or {}
     return CodingRequest(
-        text=note.text,
-        setting=note.setting,
-        date_of_service=dt.date.fromisoformat(note.date_of_service) if note.date_of_service else None,
-        patient=Patient(age=patient.get("age"), sex=sex),
-        code_systems=tuple(systems),
-        max_suggestions=max_suggestions,
+        text=obj["text"],
+        setting=obj["setting"],
+        date_of_service=dt.date.fromisoformat(obj["date_of_service"]) if obj["date_of_service"] else None,
+        patient=Patient(age=patient.get("age"), sex=normalise_sex(patient.get("sex"))),  # type: ignore[arg-type]
+        code_systems=tuple(obj.get("code_systems", CODE_SYSTEMS)),
+        max_suggestions=obj["max_suggestions"],
     )
 
 
 def _run(pipeline: Any, notes: Sequence[Any], max_suggestions: int = 20) -> dict[str, list[Any]]:
-    return {n.id: [s for s in pipeline.code(gold_request(n, max_suggestions=max_suggestions)).suggestions
+    return {n.id: [s for s in pipeline.code(coding_request(n, max_suggestions=max_suggestions)).suggestions
                    if s.system == "icd10cm"] for n in notes}
 
 
@@ -133,14 +132,9 @@ def fit_calibration(
     they were fitted on."""
     from nlp.config import PipelineConfig
     from nlp.pipeline import build_pipeline
-    from training.evaluate import code_matches
+    from training.evaluate import billable_in, code_matches
 
-    codes = candidate_source.codes("icd10cm")
-
-    def is_billable(code: str) -> bool:
-        info = codes.get(code)
-        return bool(info and info.is_billable)
-
+    is_billable = billable_in(candidate_source.codes("icd10cm"))
     memo.min_cosine, memo.calibration = probe_floor, None
     pipeline = build_pipeline(PipelineConfig(threshold=0.0, cache_dir=cache_dir), candidate_source, scorer=memo,
                               service_detector=service_detector)
@@ -175,14 +169,9 @@ def sweep(
     """
     from nlp.config import PipelineConfig
     from nlp.pipeline import build_pipeline
-    from training.evaluate import evaluate
+    from training.evaluate import billable_in, evaluate
 
-    codes = candidate_source.codes("icd10cm")
-
-    def is_billable(code: str) -> bool:
-        info = codes.get(code)
-        return bool(info and info.is_billable)
-
+    is_billable = billable_in(candidate_source.codes("icd10cm"))
     memo = scorer if isinstance(scorer, MemoScorer) or scorer is None else MemoScorer(scorer)
     rows = []
     for floor in floors if memo is not None else [None]:

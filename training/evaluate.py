@@ -33,6 +33,27 @@ class GoldNote:
     source_format: str = "dev"
 
 
+def gold_request(note: GoldNote, *, max_suggestions: int = 20) -> dict[str, Any]:
+    """The request (the /v1/suggest shape) `notecoder evaluate` sends for a gold note: its setting, date of
+    service and patient; a CodiEsp note without CPT gold asks for ICD-10-CM only."""
+    obj: dict[str, Any] = {"id": note.id, "text": note.text, "setting": note.setting,
+                           "date_of_service": note.date_of_service, "patient": dict(note.patient) or None,
+                           "max_suggestions": max_suggestions}
+    if note.source_format == "codiesp" and not any(n for n in note.codes.get("cpt", ())):
+        obj["code_systems"] = ["icd10cm"]
+    return obj
+
+
+def billable_in(codes: Mapping[str, Any]) -> Callable[[str], bool]:
+    """`is_billable` for `evaluate` over a loaded code set (code -> CodeInfo)."""
+
+    def is_billable(code: str) -> bool:
+        info = codes.get(code)
+        return bool(info and info.is_billable)
+
+    return is_billable
+
+
 @dataclass
 class SystemScores:
     micro_precision: float = 0.0

@@ -142,8 +142,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Precision/recall/F1 (micro, macro), P@5, MAP, evidence checks and trap violations on gold notes."""
         from app.cli import fail, out, progress_bars
+        from training.evaluate import billable_in, gold_request, load_gold, load_predictions
         from training.evaluate import evaluate as run_evaluation
-        from training.evaluate import load_gold, load_predictions
 
         if not gold_path.is_file():
             raise fail(f"{gold_path}: no such file")
@@ -151,12 +151,7 @@ def register(app: typer.Typer) -> None:
         runtime = _runtime(use_encoder=False if no_encoder else None)
         errors = 0
         try:
-            codes = runtime.codebooks.codes("icd10cm")
-
-            def is_billable(code: str) -> bool:
-                info = codes.get(code)
-                return bool(info and info.is_billable)
-
+            is_billable = billable_in(runtime.codebooks.codes("icd10cm"))
             if predictions is not None:
                 preds = load_predictions(predictions)
             else:
@@ -167,12 +162,7 @@ def register(app: typer.Typer) -> None:
                 with progress_bars() as factory:
                     update = factory("notes")  # type: ignore[operator]
                     for i, note in enumerate(gold, start=1):
-                        obj = {"id": note.id, "text": note.text, "setting": note.setting,
-                               "date_of_service": note.date_of_service, "patient": dict(note.patient) or None,
-                               "max_suggestions": max_suggestions}
-                        if not any(n for n in note.codes.get("cpt", ())) and note.source_format == "codiesp":
-                            obj["code_systems"] = ["icd10cm"]
-                        row, _ = code_line(pipeline, obj, None)
+                        row, _ = code_line(pipeline, gold_request(note, max_suggestions=max_suggestions), None)
                         errors += int("error" in row)
                         preds[note.id] = row.get("suggestions", [])
                         update(i, len(gold))
