@@ -5,7 +5,6 @@ The HTTP lifespan and the CLI (suggest, batch, evaluate) both call `build_runtim
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,8 +19,6 @@ from codebooks.repository import CodebookRepository
 from nlp.components.services import ServiceDetector
 from nlp.config import PipelineConfig
 from nlp.pipeline import Pipeline, build_pipeline
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,20 +37,10 @@ def _encoder(settings: Settings, codebooks: CodebookRepository, codes: Any) -> A
     if not settings.use_encoder:
         return None
     # Imported here: torch/onnxruntime are only paid for when the encoder is on.
-    from pathlib import Path
+    from nlp.encoder import open_linker
 
-    from nlp.encoder import CodeLinker, default_model_dir
-
-    owners = codebooks.instructions("icd10cm", "seven_chr_def").keys()
-    choice = settings.encoder_model.strip()
-    model_dir = Path(choice).expanduser() if choice and choice.lower() != "base" else default_model_dir()
-    use_base = choice.lower() == "base"
-    if not use_base and not choice and not (model_dir / "model.json").is_file():
-        # A checkout without the committed adapter still runs, on the base MiniLM.
-        log.info("no fine-tuned encoder under %s; using the base model", model_dir)
-        use_base = True
-    return CodeLinker(codes, settings.cache_dir, model_dir=model_dir, seventh_character_owners=owners,
-                      use_base_model=use_base)
+    return open_linker(codes, settings.cache_dir, settings.encoder_model,
+                       seventh_character_owners=codebooks.instructions("icd10cm", "seven_chr_def").keys())
 
 
 def _service_detector(codebooks: CodebookRepository) -> ServiceDetector | None:

@@ -498,3 +498,19 @@ class CodeLinker:
         part = np.argpartition(-row, k - 1)[:k]
         best = part[np.argsort(-row[part])]
         return [(self.codes[i], float(max(0.0, min(1.0, row[i])))) for i in best]
+
+
+def open_linker(codes: Mapping[str, CodeInfo], cache_dir: Path, model: str | Path = "", *,
+                seventh_character_owners: Collection[str] | None = None) -> CodeLinker:
+    """The linker over `codes`, by the name users give the model (NOTECODER_ENCODER_MODEL, `--model`): a
+    fine-tuned model folder; "" the committed model (the base model when the checkout lacks it); "base" the
+    plain all-MiniLM-L6-v2."""
+    choice = str(model).strip()
+    use_base = choice.lower() == "base"
+    model_dir = Path(choice).expanduser() if choice and not use_base else default_model_dir()
+    if not use_base and not choice and not (model_dir / "model.json").is_file():
+        # A checkout without the committed adapter still runs, on the base MiniLM.
+        logging.getLogger(__name__).info("no fine-tuned encoder under %s; using the base model", model_dir)
+        use_base = True
+    return CodeLinker(codes, cache_dir, model_dir=model_dir, seventh_character_owners=seventh_character_owners,
+                      use_base_model=use_base)

@@ -239,20 +239,17 @@ def pipeline_inputs(database_url: str, cache_dir: Path, model: str | Path = "") 
     from codebooks.db import make_engine
     from codebooks.repository import CodebookRepository
     from nlp.components.services import ServiceDetector
-    from nlp.encoder import CodeLinker, default_model_dir
+    from nlp.encoder import open_linker
 
     if database_url.startswith("sqlite:///"):
         Path(database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    choice = str(model).strip()
     engine = make_engine(database_url)
     try:
         codebooks = CodebookRepository(prepare_database(engine))
         linker = None
-        if choice.lower() != "none":
-            model_dir = Path(choice) if choice and choice.lower() != "base" else default_model_dir()
-            linker = CodeLinker(codebooks.codes("icd10cm"), cache_dir, model_dir=model_dir,
-                                use_base_model=choice.lower() == "base",
-                                seventh_character_owners=codebooks.instructions("icd10cm", "seven_chr_def").keys())
+        if str(model).strip().lower() != "none":
+            linker = open_linker(codebooks.codes("icd10cm"), cache_dir, model,
+                                 seventh_character_owners=codebooks.instructions("icd10cm", "seven_chr_def").keys())
         detector = ServiceDetector(codebooks.codes("cpt")) if codebooks.versions("cpt") else None
         yield codebooks, linker, detector
     finally:
