@@ -192,7 +192,7 @@ class Coder:
         """Codes with evidence the dictionary or a pattern found. A code only the encoder linked is a weak
         guess: it is suggested on its own (scored low) but never rewrites another code into a more specific
         or a combination code."""
-        return [c for c, f in state.findings.items() if any(s.source != "encoder" for s in f.spans)]
+        return [c for c, f in state.findings.items() if not f.similarity_only]
 
     def _drop_less_specific(self, state: NoteState) -> None:
         """Keep the most specific code of a category: N18.9 goes when N18.4 is documented."""

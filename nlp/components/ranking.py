@@ -79,7 +79,7 @@ class Ranker:
             # ranks by its score.
             positions = [s.start for s in f.spans if s.section_kind == "assessment" and s.source != "encoder"]
             f.first_assessment_pos = min(positions) if positions else None
-            if all(s.source == "encoder" for s in f.spans) and not any(x.kind == "similarity" for x in f.flags):
+            if f.similarity_only and not any(x.kind == "similarity" for x in f.flags):
                 f.flags.append(Flag("similarity", "linked by text similarity only; no index or dictionary term "
                                     "matched: check the code against the wording"))
         definitive = [f for f in state.findings.values()
@@ -99,7 +99,7 @@ class Ranker:
         # Excludes1: the better-documented code (more distinct evidence, then score) stays; a code only the
         # encoder linked never pushes out one the dictionary or a pattern found.
         ordered = sorted(state.findings.values(),
-                         key=lambda f: (all(s.source == "encoder" for s in f.spans),
+                         key=lambda f: (f.similarity_only,
                                         -len({(s.start, s.end) for s in f.spans}), -f.score))
         kept: list[Finding] = []
         for f in ordered:

@@ -40,6 +40,11 @@ class Finding:
     rule: str = ""
     first_assessment_pos: int | None = None
 
+    @property
+    def similarity_only(self) -> bool:
+        """Only the encoder linked it: no dictionary term, index path or pattern names the code."""
+        return all(s.source == "encoder" for s in self.spans)
+
 
 @dataclass
 class NoteState:
