@@ -139,12 +139,14 @@ def train(args: TrainingArguments, data: LinkingData | None = None) -> TrainResu
     assert output_dir is not None and cache_dir is not None
     is_index = args.objective == "index_softmax"
 
+    base_spec = read_model_spec(None)
     base_embedder: OnnxEmbedder | None = None
 
     def base_embedding_model() -> OnnxEmbedder:
+        # Exported once, when first needed (clause pairs, the frozen index or the base-model evaluation).
         nonlocal base_embedder
         if base_embedder is None:
-            base_embedder = OnnxEmbedder(prepare_onnx(read_model_spec(None), cache_dir))
+            base_embedder = OnnxEmbedder(prepare_onnx(base_spec, cache_dir))
         return base_embedder
 
     if data is None:
@@ -185,7 +187,7 @@ def train(args: TrainingArguments, data: LinkingData | None = None) -> TrainResu
         evaluate = args.evaluate and any(heldout_sets.values())
         if is_index or evaluate:
             target_codes, target_matrix, _ = load_or_build_index(
-                base_embedding_model(), data.targets, model_cache_dir(read_model_spec(None), cache_dir),
+                base_embedding_model(), data.targets, model_cache_dir(base_spec, cache_dir),
                 progress=bar("embed targets"),
             )
             if evaluate:
